@@ -1,0 +1,144 @@
+"""Stage artifacts: a directory of Parquet parts plus `manifest.json`, written atomically.
+
+Every stage writes its rows as numbered part files, each renamed into place only when complete, and
+finishes by writing a manifest (config hash, inputs, versions, counts, file hashes). A re-run reads
+which parts exist and does only the rest, so a crash never duplicates or loses a row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+MANIFEST = "manifest.json"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_write_parquet(path: Path, table: pa.Table) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def versions(*packages: str) -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in ("kale-ray", "ray", "torch", "transformers", "peft", "deepspeed", "networkit", "pyarrow",
+                 *packages):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+@dataclass
+class Manifest:
+    """What a stage made, from what, and whether it finished."""
+
+    stage: str
+    config_hash: str
+    config: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=versions)
+    complete: bool = True
+    created_at: float = field(default_factory=time.time)
+
+    def write(self, directory: Path, hash_files: Iterable[Path] | None = None) -> Path:
+        """Hash the artifact's files (all but hidden and the manifest, unless named) and write last."""
+        directory = Path(directory)
+        if hash_files is None:
+            hash_files = sorted(p for p in directory.rglob("*")
+                                if p.is_file() and p.name != MANIFEST and not p.name.startswith("."))
+        self.files = {str(p.relative_to(directory)): file_sha256(p) for p in hash_files}
+        atomic_write_json(directory / MANIFEST, self.__dict__)
+        return directory / MANIFEST
+
+    @classmethod
+    def read(cls, directory: Path) -> Manifest | None:
+        path = Path(directory) / MANIFEST
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text())
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def is_complete(directory: Path, config_hash: str) -> bool:
+    """True when the artifact finished for this exact config and its files still match their hashes."""
+    manifest = Manifest.read(directory)
+    if manifest is None or not manifest.complete or manifest.config_hash != config_hash:
+        return False
+    for rel, digest in manifest.files.items():
+        path = Path(directory) / rel
+        if not path.is_file() or file_sha256(path) != digest:
+            return False
+    return True
+
+
+def part_path(directory: Path, index: int, prefix: str = "part") -> Path:
+    return Path(directory) / f"{prefix}-{index:05d}.parquet"
+
+
+def existing_parts(directory: Path, prefix: str = "part") -> dict[int, Path]:
+    directory = Path(directory)
+    if not directory.is_dir():
+        return {}
+    return {int(p.stem.split("-")[-1]): p for p in sorted(directory.glob(f"{prefix}-*.parquet"))}
+
+
+def read_parts(directory: Path, prefix: str = "part") -> pa.Table:
+    parts = existing_parts(directory, prefix)
+    if not parts:
+        raise FileNotFoundError(f"no {prefix}-*.parquet files in {directory}")
+    return pa.concat_tables([pq.read_table(p) for _, p in sorted(parts.items())], promote_options="default")

@@ -1,0 +1,178 @@
+"""One typed config tree for every stage: YAML files plus dotted command-line overrides.
+
+Pydantic models with ``extra="forbid"`` so a typo is an error that names the key, not a silently
+ignored setting. Each stage owns its section in ``kale_ray/<stage>/config.py``; this module only
+assembles the tree, loads and overrides it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kale_ray.sections import (
+    DataConfig,
+    EvalConfig,
+    KGConfig,
+    ModelConfig,
+    PathsConfig,
+    RayConfig,
+    ServeConfig,
+    SynthConfig,
+    TrainConfig,
+)
+
+
+class ConfigError(ValueError):
+    """A config problem, phrased for the person who wrote the YAML or the override."""
+
+
+def default_data_root() -> Path:
+    """`KALE_DATA`, else `../shared/data` next to the repository (the layout of these machines)."""
+    env = os.environ.get("KALE_DATA")
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parent.parent
+    for candidate in (repo.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"):
+        if candidate.is_dir():
+            return candidate
+    return repo.parent / "shared" / "data"
+
+
+class KaleConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    run_name: str = Field("demo", description="Names the run; artifacts go to <workdir>/<run_name>/<stage>.")
+    workdir: Path = Field(Path("artifacts"), description="Root directory of every stage's artifact.")
+    data_root: Path = Field(default_factory=default_data_root,
+                            description="Where registered benchmarks and KG sources live (env KALE_DATA).")
+    seed: int = Field(0, description="Global seed; stages derive their own seeds from it.")
+    ray: RayConfig = Field(default_factory=RayConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    kg: KGConfig = Field(default_factory=KGConfig)
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.workdir / self.run_name / stage
+
+    def section_hash(self, *sections: str) -> str:
+        """A content hash of the named sections, so a stage can tell whether its artifact is current."""
+        dumped = {name: _jsonable(getattr(self, name)) for name in sections}
+        return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return json.loads(json.dumps(value, default=str))
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`train.lr=1e-4` -> (["train", "lr"], 1e-4); the value is read as a YAML scalar or list."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key.path=value")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {item!r} has an empty key segment")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {key}: cannot parse value {raw!r}: {err}") from err
+    return parts, value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        parts, value = parse_override(item)
+        node = tree
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {'.'.join(parts[: depth + 1])} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return tree
+
+
+def _format_errors(err: ValidationError, origin: str) -> str:
+    lines = [f"invalid config ({origin}):"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            got = e.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"  {key}: {e['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def build_config(tree: dict[str, Any], origin: str = "config") -> KaleConfig:
+    try:
+        return KaleConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, origin)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> KaleConfig:
+    """Defaults, then the YAML file (if any), then the dotted overrides, validated once at the end."""
+    tree: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        tree = loaded
+        origin = str(path)
+    if overrides:
+        tree = apply_overrides(tree, overrides)
+        origin += " + overrides"
+    return build_config(tree, origin)
+
+
+def require_path(cfg: KaleConfig, key: str, kind: str = "any") -> Path:
+    """The path at dotted `key`, or a ConfigError that names the key; kind is any|file|dir."""
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    if value is None:
+        raise ConfigError(f"{key}: a path is required here")
+    path = Path(value)
+    ok = {"any": path.exists(), "file": path.is_file(), "dir": path.is_dir()}[kind]
+    if not ok:
+        what = {"any": "path", "file": "file", "dir": "directory"}[kind]
+        raise ConfigError(f"{key}: {what} does not exist: {path}")
+    return path
+
+
+def describe_keys(model: type[BaseModel] = KaleConfig, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key, type, default, description) for every leaf, for the README's configuration reference."""
+    rows: list[tuple[str, str, str, str]] = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            rows.extend(describe_keys(ann, key + "."))
+            continue
+        default = field.get_default(call_default_factory=True)
+        type_name = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+        rows.append((key, type_name, json.dumps(_jsonable(default)), field.description or ""))
+    return rows

@@ -1,0 +1,34 @@
+"""Config of the KG build and of the multi-path A* search (METHOD.md, Stage 1, steps 1-2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class KGConfig(_Section):
+    source: Literal["wordnet", "metaqa", "triples", "wikidata"] = Field(
+        "wordnet", description="Kind of KG source to build the graph from.")
+    input: Path | None = Field(
+        None, description="Source path (default: /usr/share/wordnet for wordnet, <data_root>/metaqa/kb.txt for metaqa).")
+    max_entity_degree_share: float = Field(
+        0.01, gt=0, le=1, description="Nodes linked to more than this share of all nodes count as hubs and are not linked.")
+
+
+class PathsConfig(_Section):
+    anchors: int = Field(4, ge=0, description="k: anchor nodes sampled around the answer entity.")
+    anchor_hops: int = Field(2, ge=1, description="m: anchors come from the m-hop neighbourhood of the answer.")
+    anchor_depth: int = Field(3, ge=1, description="d: depth of the BFS run from each anchor.")
+    max_paths: int = Field(8, ge=1, description="K: paths kept per (question entity, answer entity) pair.")
+    max_hops: int = Field(4, ge=1, description="Hop limit of a path.")
+    max_pairs_per_row: int = Field(16, ge=1, description="Entity pairs searched per question at most.")
+    no_path: Literal["fallback", "drop"] = Field(
+        "fallback", description="Rows with no path: write a w/o-KI rationale (fallback) or drop them.")
+    workers: int = Field(2, ge=1, description="Path-search actors in the Ray Data actor pool.")
+    worker_cpus: float = Field(0.5, gt=0, description="CPUs per path-search actor (fractional leaves room for reads).")

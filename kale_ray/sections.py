@@ -1,0 +1,52 @@
+"""The config tree's sections. Shared sections live here; each stage's own lives in its package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kale_ray.eval.config import EvalConfig
+from kale_ray.kg.config import KGConfig, PathsConfig
+from kale_ray.serving.config import ServeConfig
+from kale_ray.synth.config import SynthConfig
+from kale_ray.train.config import TrainConfig
+
+__all__ = [
+    "DataConfig", "EvalConfig", "KGConfig", "ModelConfig", "PathsConfig", "RayConfig", "ServeConfig",
+    "Section", "SynthConfig", "TrainConfig",
+]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class RayConfig(Section):
+    address: str | None = Field(None, description="Ray cluster address; null starts (or joins) a local one.")
+    num_cpus: int | None = Field(None, description="CPUs of a local cluster (null: all of the machine's).")
+    object_store_memory: int | None = Field(
+        1_500_000_000, description="Object store bytes of a local cluster; 1-2 GB is plenty on a laptop.")
+    include_dashboard: bool = Field(False, description="Start Ray's dashboard with a local cluster.")
+
+
+class ModelConfig(Section):
+    name_or_path: str = Field(
+        "smollm2-135m-instruct",
+        description="A registered name (smollm2-135m-instruct), a local checkpoint path or a Hugging Face id.")
+    cache_dir: Path | None = Field(
+        None, description="Where prepared checkpoints go (default: $KALE_CACHE or ~/.cache/kale-ray).")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Weights' dtype; bfloat16 on GPUs, float32 on CPUs.")
+
+
+class DataConfig(Section):
+    benchmark: str = Field("arc-easy", description="A registered benchmark name or a path to a benchmark file.")
+    source_split: Literal["test", "dev", "all"] = Field(
+        "test", description="Which of the benchmark's files to draw the train/test split from.")
+    test_fraction: float = Field(0.3, gt=0, lt=1, description="Share of rows held out for evaluation.")
+    split_seed: int = Field(0, description="Seed of the deterministic, row-id-hashed train/test split.")
+    limit_train: int | None = Field(None, ge=1, description="Use at most this many training rows.")
+    limit_test: int | None = Field(None, ge=1, description="Evaluate on at most this many held-out rows.")
+    strict: bool = Field(False, description="Fail on the first malformed row instead of counting it.")

@@ -1,0 +1,29 @@
+"""Config of rationale synthesis (METHOD.md, Stage 1, step 3)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SynthConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    backend: Literal["template", "hf", "openai", "vllm"] = Field(
+        "template", description="Rationale writer: deterministic template, transformers, an OpenAI-compatible endpoint, or vLLM actors.")
+    model: str | None = Field(None, description="Writer model (default: model.name_or_path).")
+    ki: bool = Field(True, description="Give the writer the KG paths (false: the w/o-KI ablation).")
+    max_new_tokens: int = Field(128, ge=1, description="Length cap of a rationale.")
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature of the writer (0: greedy).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling of the writer.")
+    batch_size: int = Field(8, ge=1, description="Rows per Ray Data batch sent to a generator actor.")
+    workers: int = Field(1, ge=1, description="Generator actors.")
+    worker_cpus: float = Field(1.0, gt=0, description="CPUs per generator actor.")
+    worker_gpus: float = Field(0.0, ge=0, description="GPUs per generator actor (vllm: tensor_parallel_size of them).")
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallelism per engine.")
+    endpoint: str | None = Field(None, description="Base URL of the OpenAI-compatible server (openai backend).")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's API key.")
+    concurrency: int = Field(8, ge=1, description="Requests in flight per actor (openai backend).")
+    timeout_s: float = Field(60.0, gt=0, description="Per-request timeout (openai backend).")
+    max_retries: int = Field(4, ge=0, description="Retries with backoff on 429/5xx (openai backend).")

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The README's main command: install (idempotent), then the end-to-end pipeline on the embedded
+# default (local Ray, real SmolLM2-135M-Instruct, real data). Extra arguments are config overrides.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled} HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
+exec .venv/bin/kale-ray pipeline --config "${KALE_CONFIG:-configs/demo.yaml}" "$@"

@@ -1,0 +1,91 @@
+"""Loaders read the real files; counts are those in ../shared/data/README.md."""
+
+import json
+
+import pyarrow as pa
+import pytest
+
+from kale_ray.data.benchmarks import SCHEMA, BenchmarkError, LoadReport, load_benchmark
+from kale_ray.data.split import split_table
+
+
+@pytest.mark.parametrize("name, split, count", [
+    ("arc-easy", "dev", 100), ("arc-easy", "test", 2376),
+    ("arc-challenge", "dev", 100), ("arc-challenge", "test", 1172),
+    ("commonsenseqa", "dev", 100), ("commonsenseqa", "test", 1221),
+    ("openbookqa", "dev", 500), ("openbookqa", "test", 500),
+    ("mmlu", "test", 14042), ("absr", "test", 200),
+    ("metaqa-1hop", "test", 9992), ("metaqa-2hop", "test", 14872), ("metaqa-3hop", "test", 14274),
+])
+def test_real_counts(data_root, name, split, count):
+    report = LoadReport()
+    table = load_benchmark(name, data_root, split, report=report)
+    # Rows read = unique rows + duplicates the loader drops; nothing else may go missing.
+    assert table.num_rows + report.reasons.get("duplicate of an earlier row", 0) == count
+    assert report.skipped == report.reasons.get("duplicate of an earlier row", 0)
+    assert table.schema.equals(SCHEMA)
+
+
+def test_multiple_choice_rows_are_well_formed(data_root):
+    for name in ("arc-easy", "commonsenseqa", "absr", "mmlu-anatomy"):
+        table = load_benchmark(name, data_root)
+        for row in table.to_pylist():
+            assert len(row["choices"]) >= 2 and 0 <= row["gold"] < len(row["choices"])
+            assert row["gold_text"] == row["choices"][row["gold"]]
+    absr = load_benchmark("absr", data_root).to_pylist()[0]
+    assert absr["question"].startswith("What can be inferred") and len(absr["choices"]) == 4
+
+
+def test_bbh_multiple_choice_and_generative(data_root):
+    table = load_benchmark("bbh", data_root)
+    assert 6000 < table.num_rows <= 6511
+    rows = table.to_pylist()
+    date = next(r for r in rows if r["subject"] == "date_understanding")
+    assert date["choices"] and date["answers"][0] == f"({'ABCDEF'[date['gold']]})"
+    boolean = next(r for r in rows if r["subject"] == "boolean_expressions")
+    assert boolean["gold"] == -1 and boolean["answers"][0] in {"True", "False"}
+
+
+def test_metaqa_topic_and_answer_set(data_root):
+    row = load_benchmark("metaqa-1hop", data_root).to_pylist()[0]
+    assert row["topic"] == "Temuera Morrison"
+    assert row["answers"] == ["Once Were Warriors", "Tracker", "River Queen"]
+
+
+def test_malformed_rows_counted_or_strict(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    good = {"question": "2+2?", "choices": ["3", "4"], "answer": "B"}
+    lines = [json.dumps(good), "{not json", json.dumps({"question": "q", "choices": ["a", "b"]}),
+             json.dumps({"question": "text answer", "choices": ["x", "y"], "answer": "y"}), "[1]"]
+    path.write_text("\n".join(lines) + "\n")
+    report = LoadReport()
+    table = load_benchmark(str(path), tmp_path, report=report)
+    assert table.column("gold").to_pylist() == [1, 1]
+    assert report.skipped == 3 and report.reasons["not a JSON object"] == 1
+    with pytest.raises(BenchmarkError, match=r"mine.jsonl:2: invalid JSON"):
+        load_benchmark(str(path), tmp_path, strict=True)
+
+
+def test_user_parquet_and_unknown_name(tmp_path, data_root):
+    path = tmp_path / "q.parquet"
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"question": ["a?"], "choices": [["x", "y", "z"]], "gold": [2]}), path)
+    assert load_benchmark(str(path), tmp_path).column("gold_text").to_pylist() == ["z"]
+    with pytest.raises(BenchmarkError, match="arc-easy"):
+        load_benchmark("no-such-bench", data_root)
+
+
+def test_split_is_deterministic_disjoint_and_stable_under_additions(data_root):
+    table = load_benchmark("arc-easy", data_root)
+    train, test = split_table(table, 0.3, seed=0)
+    assert train.num_rows + test.num_rows == table.num_rows
+    assert set(train["id"].to_pylist()).isdisjoint(test["id"].to_pylist())
+    assert abs(test.num_rows / table.num_rows - 0.3) < 0.03
+    again = split_table(table, 0.3, seed=0)[1]
+    assert again["id"].to_pylist() == test["id"].to_pylist()
+    # Adding rows (here: the dev file) keeps every old row on its side.
+    bigger = pa.concat_tables([table, load_benchmark("arc-easy", data_root, "dev")])
+    test_ids = set(split_table(bigger, 0.3, seed=0)[1]["id"].to_pylist())
+    assert set(test["id"].to_pylist()) <= test_ids
+    assert split_table(table, 0.3, seed=1)[1]["id"].to_pylist() != test["id"].to_pylist()

@@ -1,0 +1,45 @@
+import subprocess
+import sys
+
+import pytest
+
+from kale_ray.cli import build_parser, main
+
+
+def test_help_lists_stages(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for stage in ("config", "model", "data", "pipeline"):
+        assert stage in out
+
+
+def test_every_stage_has_help():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name in sub.choices:
+        out = subprocess.run([sys.executable, "-m", "kale_ray.cli", name, "--help"],
+                             capture_output=True, text=True)
+        assert out.returncode == 0 and "usage:" in out.stdout, name
+
+
+def test_config_error_exits_2_with_key(capsys):
+    assert main(["config", "show", "train.lr=abc"]) == 2
+    assert "train.lr" in capsys.readouterr().err
+
+
+def test_data_show_reports_split(capsys):
+    assert main(["data", "show", "data.benchmark=arc-easy", "data.limit_train=2"]) == 0
+    out = capsys.readouterr().out
+    assert '"train": 2' in out and '"test":' in out
+
+
+def test_data_stage_is_skipped_when_complete(tmp_path, capsys):
+    from kale_ray.config import load_config
+    from kale_ray.data.stage import read_split, run_data_stage
+
+    cfg = load_config(None, [f"workdir={tmp_path}", "data.limit_train=5", "data.limit_test=7"])
+    out = run_data_stage(cfg)
+    assert read_split(out, "train").num_rows == 5 and read_split(out, "test").num_rows == 7
+    run_data_stage(cfg)
+    assert "skipping" in capsys.readouterr().out
