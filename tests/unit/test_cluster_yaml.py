@@ -1,0 +1,44 @@
+"""cluster.yaml checked offline with Ray's own schema (prepare, then validate): no credentials needed."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _validate(config: dict) -> dict:
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    prepared = prepare_config(copy.deepcopy(config))
+    validate_config(prepared)
+    return prepared
+
+
+@pytest.fixture(scope="module")
+def cluster() -> dict:
+    return yaml.safe_load((REPO / "cluster.yaml").read_text())
+
+
+def test_cluster_yaml_is_valid_and_shaped_as_designed(cluster):
+    prepared = _validate(cluster)
+    types = prepared["available_node_types"]
+    head = types[prepared["head_node_type"]]
+    assert head["resources"]["CPU"] == 0, "the head must run no tasks"
+    gpu = [t for t in types.values() if t["resources"].get("GPU", 0) >= 8]
+    cpu = [t for t in types.values() if t["resources"].get("CPU", 0) > 0 and not t["resources"].get("GPU")]
+    assert gpu and all(t["min_workers"] == 0 for t in gpu)
+    assert cpu and all(t["min_workers"] == 0 and t["max_workers"] > 0 for t in cpu)
+    setup = " ".join(prepared["setup_commands"])
+    assert "scripts/install.sh" in setup and "gpu" in setup
+
+
+def test_schema_rejects_a_typo(cluster):
+    from jsonschema.exceptions import ValidationError
+
+    broken = copy.deepcopy(cluster)
+    broken["available_node_types"]["gpu_8x"]["max_worker"] = 4
+    with pytest.raises(ValidationError, match="max_worker"):
+        _validate(broken)
