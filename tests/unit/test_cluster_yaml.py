@@ -22,7 +22,9 @@ def cluster() -> dict:
     return yaml.safe_load((REPO / "cluster.yaml").read_text())
 
 
-def test_cluster_yaml_is_valid_and_shaped_as_designed(cluster):
+@pytest.mark.parametrize("name", ["cluster.yaml", "cluster-gcp.yaml"])
+def test_cluster_yaml_is_valid_and_shaped_as_designed(name):
+    cluster = yaml.safe_load((REPO / name).read_text())
     prepared = _validate(cluster)
     types = prepared["available_node_types"]
     head = types[prepared["head_node_type"]]
