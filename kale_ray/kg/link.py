@@ -72,8 +72,15 @@ class Linker:
                 norm = normalize(name or "")
                 if norm:
                     index.setdefault(norm, []).append(eid)
-        # Highest degree first: the usual sense of an ambiguous word is the best-connected one.
-        self.index = {alias: sorted(set(ids), key=lambda e: (-int(degree[e]), e)) for alias, ids in index.items()}
+        labels = [normalize(label or "") for label in kg.labels]
+
+        def rank(alias: str, e: int) -> tuple[int, int, int, int]:
+            # Nodes named by the alias itself before those merely also called so; common nouns (lower-case
+            # labels) before proper names; then the best-connected sense, the usual one.
+            label = kg.labels[e] or ""
+            return (labels[e] != alias, label[:1].isupper(), -int(degree[e]), e)
+
+        self.index = {alias: sorted(set(ids), key=lambda e: rank(alias, e)) for alias, ids in index.items()}
         self.max_tokens = max((alias.count(" ") + 1 for alias in self.index), default=1)
 
     def lookup(self, norm: str) -> list[int]:
