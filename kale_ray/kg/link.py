@@ -144,3 +144,27 @@ def _unique(ids) -> list[int]:  # noqa: ANN001
 
 def hub_mask(degree: np.ndarray, hub_share: float, min_hub_degree: int) -> np.ndarray:
     return degree > max(hub_share * len(degree), min_hub_degree)
+
+
+def link_coverage(kg: KG, rows: list[dict], kg_cfg, show: int = 0) -> tuple[dict, list[dict]]:  # noqa: ANN001
+    """Per benchmark: rows, share with >= 1 question entity, >= 1 answer entity, and both."""
+    linker = Linker(kg, kg_cfg.max_entity_degree_share, kg_cfg.min_hub_degree, kg_cfg.link_candidates)
+    report: dict[str, dict] = {}
+    examples: list[dict] = []
+    for row in rows:
+        q = linker.link_question(row["question"], row.get("topic"))
+        answers = [a for a in (row.get("answers") or []) if a] or [row["gold_text"]]
+        a = _unique(e for ans in answers for e in linker.link_answer(ans))
+        c = report.setdefault(row["benchmark"], {"rows": 0, "with_q_entity": 0, "with_a_entity": 0, "linked": 0})
+        c["rows"] += 1
+        c["with_q_entity"] += bool(q)
+        c["with_a_entity"] += bool(a)
+        c["linked"] += bool(q) and bool(a)
+        if len(examples) < show:
+            examples.append({"question": row["question"], "answer": answers[0],
+                             "q_entities": [f"{kg.keys[e]} ({kg.labels[e]})" for e in q],
+                             "a_entities": [f"{kg.keys[e]} ({kg.labels[e]})" for e in a]})
+    for c in report.values():
+        for key in ("with_q_entity", "with_a_entity", "linked"):
+            c[f"{key}_share"] = round(c[key] / c["rows"], 4) if c["rows"] else 0.0
+    return report, examples
