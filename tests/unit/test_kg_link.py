@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -57,9 +59,10 @@ def test_hubs_are_not_linked_from_questions_but_may_be_answers() -> None:
     assert linker.link_answer("a very white colour") == [linker.kg.id_of("white")]
 
 
-def test_concept_nodes_link_on_wordnet(tmp_path: Path) -> None:
+def test_concept_nodes_link_on_wordnet() -> None:
     """Common nouns and adjectives are WordNet synsets: "white" and "snow" must link."""
-    kg = load_kg(build_kg("wordnet", Path("/usr/share/wordnet"), tmp_path / "wn"))
+    cache = Path(tempfile.gettempdir()) / f"kale-ray-tests-{os.getuid()}" / "wordnet"
+    kg = load_kg(build_kg("wordnet", Path("/usr/share/wordnet"), cache))
     linker = Linker(kg)
     white = linker.link_answer("white")
     assert [kg.keys[e] for e in white] == ["04960729-n", "00393105-a"]  # the colour, noun and adjective

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -97,11 +99,16 @@ def test_triples_csv_and_parquet(tmp_path: Path) -> None:
     assert _triples(kg) == [("x", "r", "y"), ("y", "r", "x")]
 
 
+def shared_build_dir(name: str) -> Path:
+    """Test KGs of the real sources live in one temp dir: build_kg skips a complete, unchanged build."""
+    return Path(tempfile.gettempdir()) / f"kale-ray-tests-{os.getuid()}" / name
+
+
 @pytest.fixture(scope="module")
 def wordnet_kg(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     if not (WORDNET / "data.noun").is_file():
         pytest.fail("WordNet database files missing: apt-get install wordnet-base wordnet-sense-index")
-    return load_kg(build_kg("wordnet", WORDNET, tmp_path_factory.mktemp("wn") / "kg"))
+    return load_kg(build_kg("wordnet", WORDNET, shared_build_dir("wordnet")))
 
 
 def test_wordnet_synsets_lemmas_and_pointers(wordnet_kg) -> None:  # noqa: ANN001
