@@ -11,19 +11,19 @@ over k anchors a_i sampled (seeded) from the m-hop neighbourhood of the target, 
 depth d. By the triangle inequality on the undirected view, h never exceeds the true distance, so
 the first goal popped is a shortest path and goals come out in order of length. The queue holds
 (f, g, node, path) entries, several per node (no closed set), paths never repeat a node, and the
-search stops after K paths or once the best f exceeds the hop limit.
+search stops after K paths or once the best f exceeds the hop limit. The A* loop is compiled with
+numba (`kernels.py`); the BFS reference stays plain Python, written apart from it on purpose.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from kale_ray.kg import kernels
 from kale_ray.kg.store import Adjacency
 
 
@@ -137,42 +137,19 @@ def bfs_paths(adj: Adjacency, source: int, target: int, limits: SearchLimits) ->
 
 def _search(adj: Adjacency, source: int, target: int, limits: SearchLimits, h: AnchorHeuristic,
             start: float) -> SearchResult:
-    result = SearchResult()
-    indptr, nbr = adj.indptr, adj.nbr
-    tie = itertools.count()
-    h0 = int(h(np.array([source]))[0])
-    # Entries: (f, -g, tiebreak, node, path nodes, path steps). Among equal f the deeper path goes first.
-    heap: list[tuple[int, int, int, int, tuple[int, ...], tuple[int, ...]]] = [
-        (h0, 0, next(tie), source, (source,), ())]
-    while heap and len(result.steps) < limits.max_paths:
-        f, neg_g, _, u, nodes, steps = heapq.heappop(heap)
-        if f > limits.max_hops:
-            break
-        if u == target:
-            result.steps.append(list(steps))
-            result.nodes.append(list(nodes))
-            continue
-        g = -neg_g
-        if g >= limits.max_hops:
-            continue
-        if result.nodes_expanded >= limits.max_expansions:
-            result.truncated = True
-            break
-        result.nodes_expanded += 1
-        lo, hi = int(indptr[u]), int(indptr[u + 1])
-        children = nbr[lo:hi]
-        if g + 1 == limits.max_hops:
-            keep = np.nonzero(children == target)[0]
-            f_child = np.full(len(keep), g + 1)
-        else:
-            f_all = g + 1 + h(children)
-            keep = np.nonzero(f_all <= limits.max_hops)[0]
-            f_child = f_all[keep]
-        for i, fc in zip(keep.tolist(), f_child.tolist(), strict=True):
-            v = int(children[i])
-            if v in nodes:
-                continue
-            heapq.heappush(heap, (fc, -(g + 1), next(tie), v, nodes + (v,), steps + (lo + i,)))
+    """The A* loop itself runs compiled (`kernels.astar`); here its path tree is unrolled into paths."""
+    found, node, parent, pos, expanded, truncated = kernels.astar(
+        adj.indptr, adj.nbr, h.h, source, target, limits.max_paths, limits.max_hops, limits.max_expansions)
+    result = SearchResult(nodes_expanded=int(expanded), truncated=bool(truncated))
+    for entry in found.tolist():
+        nodes, steps = [], []
+        while entry >= 0:
+            nodes.append(int(node[entry]))
+            if parent[entry] >= 0:
+                steps.append(int(pos[entry]))
+            entry = int(parent[entry])
+        result.nodes.append(nodes[::-1])
+        result.steps.append(steps[::-1])
     result.seconds = time.perf_counter() - start
     return result
 

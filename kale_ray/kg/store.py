@@ -137,29 +137,11 @@ class Adjacency:
         small = np.int32 if n < 2**31 else np.int64
         return cls(indptr=indptr, nbr=dst.astype(small), edge=ids, back=back)
 
-    def gather(self, nodes: np.ndarray) -> np.ndarray:
-        """Positions (into nbr/edge/back) of every neighbour entry of `nodes`, vectorised."""
-        starts = self.indptr[nodes]
-        counts = self.indptr[nodes + 1] - starts
-        total = int(counts.sum())
-        if total == 0:
-            return np.zeros(0, dtype=np.int64)
-        offsets = np.repeat(starts - (np.cumsum(counts) - counts), counts)
-        return offsets + np.arange(total, dtype=np.int64)
-
     def bounded_bfs(self, source: int, depth: int) -> np.ndarray:
         """Hop distances from `source` on the undirected view up to `depth`; -1 = not reached."""
-        dist = np.full(self.num_nodes, -1, dtype=np.int16)
-        dist[source] = 0
-        frontier = np.array([source], dtype=np.int64)
-        for d in range(1, depth + 1):
-            if not len(frontier):
-                break
-            nb = self.nbr[self.gather(frontier)]
-            nb = np.unique(nb[dist[nb] < 0])
-            dist[nb] = d
-            frontier = nb.astype(np.int64)
-        return dist
+        from kale_ray.kg.kernels import bounded_bfs
+
+        return bounded_bfs(self.indptr, self.nbr, int(source), int(depth))
 
 
 @dataclass
