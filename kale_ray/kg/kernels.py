@@ -24,7 +24,14 @@ def bounded_bfs(indptr: np.ndarray, nbr: np.ndarray, source: int, depth: int) ->
     n = len(indptr) - 1
     dist = np.empty(n, np.int16)
     dist[:] = -1
-    queue = np.empty(n, np.int64)
+    _bfs_into(indptr, nbr, source, depth, dist, np.empty(n, np.int64))
+    return dist
+
+
+@njit(cache=True)
+def _bfs_into(indptr: np.ndarray, nbr: np.ndarray, source: int, depth: int, dist: np.ndarray,
+              queue: np.ndarray) -> int:
+    """BFS up to `depth` writing into `dist` (all -1 on entry); visited nodes are queue[:returned]."""
     dist[source] = 0
     queue[0] = source
     head, tail = 0, 1
@@ -40,7 +47,42 @@ def bounded_bfs(indptr: np.ndarray, nbr: np.ndarray, source: int, depth: int) ->
                 dist[v] = du + 1
                 queue[tail] = v
                 tail += 1
-    return dist
+    return tail
+
+
+@njit(cache=True)
+def neighbourhood(indptr: np.ndarray, nbr: np.ndarray, source: int, depth: int) -> np.ndarray:
+    """Nodes 1..depth hops from `source`, ascending; cost proportional to what is reached."""
+    n = len(indptr) - 1
+    dist = np.empty(n, np.int16)
+    dist[:] = -1
+    queue = np.empty(n, np.int64)
+    tail = _bfs_into(indptr, nbr, source, depth, dist, queue)
+    return np.sort(queue[1:tail])
+
+
+@njit(cache=True)
+def anchor_heuristic(indptr: np.ndarray, nbr: np.ndarray, anchors: np.ndarray, target: int,
+                     depth: int) -> np.ndarray:
+    """h(e) = max_i [dist(a_i, target) - dist(a_i, e)]+ for every node, terms with an unreached node = 0.
+    One dist buffer is reused across anchors and reset only where a BFS wrote."""
+    n = len(indptr) - 1
+    h = np.zeros(n, np.int16)
+    dist = np.empty(n, np.int16)
+    dist[:] = -1
+    queue = np.empty(n, np.int64)
+    for a in anchors:
+        tail = _bfs_into(indptr, nbr, a, depth, dist, queue)
+        to_target = dist[target]
+        if to_target >= 0:
+            for i in range(tail):
+                e = queue[i]
+                term = to_target - dist[e]
+                if term > h[e]:
+                    h[e] = term
+        for i in range(tail):
+            dist[queue[i]] = -1
+    return h
 
 
 @njit(cache=True)
@@ -125,11 +167,13 @@ def astar(indptr: np.ndarray, nbr: np.ndarray, h: np.ndarray, source: int, targe
             truncated = True
             break
         expanded += 1
-        last = ge + 1 == max_hops
-        for p in range(indptr[u], indptr[u + 1]):
+        lo, hi = indptr[u], indptr[u + 1]
+        if ge + 1 == max_hops:
+            # Only the target may come last: one binary search in the sorted neighbour list.
+            lo = lo + np.searchsorted(nbr[lo:hi], target)
+            hi = lo + 1 if lo < hi and nbr[lo] == target else lo
+        for p in range(lo, hi):
             v = nbr[p]
-            if last and v != target:
-                continue
             fv = ge + 1 + h[v]
             if fv > max_hops:
                 continue

@@ -54,22 +54,16 @@ class SearchResult:
 
 
 class AnchorHeuristic:
-    """h for one target: k seeded anchors around it and their depth-limited BFS distances."""
+    """h for one target: k seeded anchors around it and their depth-limited BFS distances, folded
+    into one table h[node] (built once per target, compiled, cost proportional to what the BFS reach)."""
 
     def __init__(self, adj: Adjacency, target: int, limits: SearchLimits) -> None:
         self.anchors = sample_anchors(adj, target, limits.anchors, limits.anchor_hops,
                                       np.random.default_rng([limits.seed, target]))
-        self.h = np.zeros(adj.num_nodes, dtype=np.int16)
-        for anchor in self.anchors:
-            dist = adj.bounded_bfs(int(anchor), limits.anchor_depth)
-            to_target = int(dist[target])
-            if to_target < 0:
-                continue  # dist(a, target) is infinite: every term of this anchor counts as 0
-            term = np.where(dist >= 0, to_target - dist, 0)
-            np.maximum(self.h, term, out=self.h)
+        self.h = kernels.anchor_heuristic(adj.indptr, adj.nbr, self.anchors.astype(np.int64), int(target),
+                                          int(limits.anchor_depth))
 
     def __call__(self, nodes: np.ndarray) -> np.ndarray:
-        """h for each node: one table lookup (the table is built once per target)."""
         return self.h[nodes]
 
 
@@ -77,8 +71,7 @@ def sample_anchors(adj: Adjacency, target: int, k: int, m: int, rng: np.random.G
     """k distinct nodes drawn uniformly from those 1..m hops from the target (fewer if there are fewer)."""
     if k <= 0:
         return np.zeros(0, dtype=np.int64)
-    dist = adj.bounded_bfs(target, m)
-    candidates = np.nonzero(dist > 0)[0]
+    candidates = kernels.neighbourhood(adj.indptr, adj.nbr, int(target), int(m))
     if len(candidates) <= k:
         return candidates
     return np.sort(rng.choice(candidates, size=k, replace=False))
