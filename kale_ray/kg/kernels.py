@@ -1,0 +1,195 @@
+"""Compiled search loops over CSR arrays (numba); without numba the same code runs as plain Python.
+
+The multi-path A* keeps its queue entries in flat arrays: entry i is a path ending at node[i], whose
+previous entry is parent[i] (a tree of paths, so many paths share prefixes), reached over CSR position
+pos[i], with cost g[i] and priority f[i]. The heap orders entries by (f, -g, entry index): among equal
+f the deeper path first, then insertion order, exactly as `paths._search_python` does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    from numba import njit
+except ImportError:  # pragma: no cover - numba is a core dependency; this keeps the code importable
+    def njit(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        if args and callable(args[0]):
+            return args[0]
+        return lambda fn: fn
+
+
+@njit(cache=True)
+def bounded_bfs(indptr: np.ndarray, nbr: np.ndarray, source: int, depth: int) -> np.ndarray:
+    n = len(indptr) - 1
+    dist = np.empty(n, np.int16)
+    dist[:] = -1
+    _bfs_into(indptr, nbr, source, depth, dist, np.empty(n, np.int64))
+    return dist
+
+
+@njit(cache=True)
+def _bfs_into(indptr: np.ndarray, nbr: np.ndarray, source: int, depth: int, dist: np.ndarray,
+              queue: np.ndarray) -> int:
+    """BFS up to `depth` writing into `dist` (all -1 on entry); visited nodes are queue[:returned]."""
+    dist[source] = 0
+    queue[0] = source
+    head, tail = 0, 1
+    while head < tail:
+        u = queue[head]
+        head += 1
+        du = dist[u]
+        if du >= depth:
+            continue
+        for p in range(indptr[u], indptr[u + 1]):
+            v = nbr[p]
+            if dist[v] < 0:
+                dist[v] = du + 1
+                queue[tail] = v
+                tail += 1
+    return tail
+
+
+@njit(cache=True)
+def neighbourhood(indptr: np.ndarray, nbr: np.ndarray, source: int, depth: int) -> np.ndarray:
+    """Nodes 1..depth hops from `source`, ascending; cost proportional to what is reached."""
+    n = len(indptr) - 1
+    dist = np.empty(n, np.int16)
+    dist[:] = -1
+    queue = np.empty(n, np.int64)
+    tail = _bfs_into(indptr, nbr, source, depth, dist, queue)
+    return np.sort(queue[1:tail])
+
+
+@njit(cache=True)
+def anchor_heuristic(indptr: np.ndarray, nbr: np.ndarray, anchors: np.ndarray, target: int,
+                     depth: int) -> np.ndarray:
+    """h(e) = max_i [dist(a_i, target) - dist(a_i, e)]+ for every node, terms with an unreached node = 0.
+    One dist buffer is reused across anchors and reset only where a BFS wrote."""
+    n = len(indptr) - 1
+    h = np.zeros(n, np.int16)
+    dist = np.empty(n, np.int16)
+    dist[:] = -1
+    queue = np.empty(n, np.int64)
+    for a in anchors:
+        tail = _bfs_into(indptr, nbr, a, depth, dist, queue)
+        to_target = dist[target]
+        if to_target >= 0:
+            for i in range(tail):
+                e = queue[i]
+                term = to_target - dist[e]
+                if term > h[e]:
+                    h[e] = term
+        for i in range(tail):
+            dist[queue[i]] = -1
+    return h
+
+
+@njit(cache=True)
+def _before(a: int, b: int, f: np.ndarray, g: np.ndarray) -> bool:
+    if f[a] != f[b]:
+        return f[a] < f[b]
+    if g[a] != g[b]:
+        return g[a] > g[b]
+    return a < b
+
+
+@njit(cache=True)
+def _push(heap: np.ndarray, size: int, e: int, f: np.ndarray, g: np.ndarray) -> None:
+    i = size
+    heap[i] = e
+    while i > 0:
+        up = (i - 1) // 2
+        if _before(heap[i], heap[up], f, g):
+            heap[i], heap[up] = heap[up], heap[i]
+            i = up
+        else:
+            break
+
+
+@njit(cache=True)
+def _pop(heap: np.ndarray, size: int, f: np.ndarray, g: np.ndarray) -> int:
+    top = heap[0]
+    size -= 1
+    heap[0] = heap[size]
+    i = 0
+    while True:
+        left, right, best = 2 * i + 1, 2 * i + 2, i
+        if left < size and _before(heap[left], heap[best], f, g):
+            best = left
+        if right < size and _before(heap[right], heap[best], f, g):
+            best = right
+        if best == i:
+            break
+        heap[i], heap[best] = heap[best], heap[i]
+        i = best
+    return top
+
+
+@njit(cache=True)
+def _grow(a: np.ndarray) -> np.ndarray:
+    out = np.empty(2 * len(a), a.dtype)
+    out[: len(a)] = a
+    return out
+
+
+@njit(cache=True)
+def astar(indptr: np.ndarray, nbr: np.ndarray, h: np.ndarray, source: int, target: int, max_paths: int,
+          max_hops: int, max_expansions: int):  # noqa: ANN201
+    """Returns (goal entries, node, parent, pos, expanded, truncated)."""
+    cap = 1024
+    node = np.empty(cap, np.int64)
+    parent = np.empty(cap, np.int64)
+    pos = np.empty(cap, np.int64)
+    g = np.empty(cap, np.int32)
+    f = np.empty(cap, np.int32)
+    heap = np.empty(cap, np.int64)
+    node[0], parent[0], pos[0], g[0], f[0] = source, -1, -1, 0, h[source]
+    count, size = 1, 0
+    _push(heap, size, 0, f, g)
+    size += 1
+    found = np.empty(max_paths, np.int64)
+    n_found, expanded, truncated = 0, 0, False
+    while size > 0 and n_found < max_paths:
+        e = _pop(heap, size, f, g)
+        size -= 1
+        if f[e] > max_hops:
+            break
+        u = node[e]
+        if u == target:
+            found[n_found] = e
+            n_found += 1
+            continue
+        ge = g[e]
+        if ge >= max_hops:
+            continue
+        if expanded >= max_expansions:
+            truncated = True
+            break
+        expanded += 1
+        lo, hi = indptr[u], indptr[u + 1]
+        if ge + 1 == max_hops:
+            # Only the target may come last: one binary search in the sorted neighbour list.
+            lo = lo + np.searchsorted(nbr[lo:hi], target)
+            hi = lo + 1 if lo < hi and nbr[lo] == target else lo
+        for p in range(lo, hi):
+            v = nbr[p]
+            fv = ge + 1 + h[v]
+            if fv > max_hops:
+                continue
+            a = e
+            repeated = False
+            while a >= 0:
+                if node[a] == v:
+                    repeated = True
+                    break
+                a = parent[a]
+            if repeated:
+                continue
+            if count == len(node):
+                node, parent, pos, g, f, heap = _grow(node), _grow(parent), _grow(pos), _grow(g), _grow(f), _grow(heap)
+            node[count], parent[count], pos[count], g[count], f[count] = v, e, p, ge + 1, fv
+            _push(heap, size, count, f, g)
+            size += 1
+            count += 1
+    return found[:n_found], node, parent, pos, expanded, truncated
