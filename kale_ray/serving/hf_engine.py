@@ -48,7 +48,57 @@ def pick_device(device: str = "auto") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class HFEngine:
+class EngineBase:
+    """What the API layer needs from any engine's tokenizer: ids, text, offsets, limits."""
+
+    tokenizer: Any
+    context_length: int
+    vocab_size: int
+    adapters: list[str]
+
+    # -- text <-> tokens -------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    def token_text(self, token_id: int) -> str:
+        return self.tokenizer.decode([token_id])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids))
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                 return_dict=True)["input_ids"]
+        return list(ids)
+
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """lm-evaluation-harness's split: encode the whole, then take the context's tokens off the
+        front, with trailing spaces of the context moved to the continuation."""
+        spaces = len(context) - len(context.rstrip(" "))
+        if spaces:
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        whole = self.encode(context + continuation)
+        n_ctx = len(self.encode(context))
+        return whole[:n_ctx], whole[n_ctx:]
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[int]]:
+        """Token ids and the character offset where each starts in `text`."""
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return list(enc["input_ids"]), [int(a) for a, _ in enc["offset_mapping"]]
+
+    def check_length(self, n_prompt: int, max_tokens: int = 0) -> None:
+        if n_prompt + max_tokens > self.context_length:
+            raise ContextLengthError(
+                f"this model's maximum context length is {self.context_length} tokens; the prompt has "
+                f"{n_prompt} tokens and {max_tokens} more were requested")
+
+    def check_ids(self, ids: Sequence[int]) -> None:
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise ValueError(f"token ids out of range [0, {self.vocab_size}): {bad[:5]}")
+
+
+class HFEngine(EngineBase):
     def __init__(self, path: str | Path, adapters: dict[str, str] | None = None, dtype: str = "float32",
                  device: str = "auto", max_batch_tokens: int = 8192) -> None:
         import torch
@@ -83,31 +133,6 @@ class HFEngine:
         self.eos_ids = eos
         self._lock = threading.Lock()
 
-    # -- text <-> tokens -------------------------------------------------------------------------
-    def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False).input_ids)
-
-    def token_text(self, token_id: int) -> str:
-        return self.tokenizer.decode([token_id])
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids))
-
-    def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                 return_dict=True)["input_ids"]
-        return list(ids)
-
-    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """lm-evaluation-harness's split: encode the whole, then take the context's tokens off the
-        front, with trailing spaces of the context moved to the continuation."""
-        spaces = len(context) - len(context.rstrip(" "))
-        if spaces:
-            context, continuation = context[:-spaces], context[-spaces:] + continuation
-        whole = self.encode(context + continuation)
-        n_ctx = len(self.encode(context))
-        return whole[:n_ctx], whole[n_ctx:]
-
     # -- adapters ----------------------------------------------------------------------------------
     @contextmanager
     def _use(self, adapter: str | None) -> Iterator[None]:
@@ -125,17 +150,6 @@ class HFEngine:
             raise KeyError(adapter)
         self.model.set_adapter(adapter)
         yield
-
-    def check_length(self, n_prompt: int, max_tokens: int = 0) -> None:
-        if n_prompt + max_tokens > self.context_length:
-            raise ContextLengthError(
-                f"this model's maximum context length is {self.context_length} tokens; the prompt has "
-                f"{n_prompt} tokens and {max_tokens} more were requested")
-
-    def check_ids(self, ids: Sequence[int]) -> None:
-        bad = [i for i in ids if not 0 <= i < self.vocab_size]
-        if bad:
-            raise ValueError(f"token ids out of range [0, {self.vocab_size}): {bad[:5]}")
 
     # -- scoring -----------------------------------------------------------------------------------
     def score(self, seqs: list[list[int]], adapter: str | None = None, top: int = 0) -> list[Scored]:
