@@ -97,6 +97,25 @@ class EngineBase:
         if bad:
             raise ValueError(f"token ids out of range [0, {self.vocab_size}): {bad[:5]}")
 
+    def score(self, seqs: list[list[int]], adapter: str | None = None, top: int = 0) -> list[Scored]:
+        raise NotImplementedError
+
+    def loglikelihood(self, pairs: list[tuple[str, str]], adapter: str | None = None) -> list[tuple[float, bool]]:
+        """Sum of the continuation's token log-probs given the context, and whether it is the greedy
+        continuation: lm-evaluation-harness's loglikelihood request, contexts cut from the left."""
+        seqs, n_cont = [], []
+        prefix = self.tokenizer.eos_token_id or 0
+        for context, continuation in pairs:
+            ctx, cont = self.encode_pair(context, continuation)
+            seq = (ctx or [prefix]) + cont  # an empty context scores from the end-of-text token
+            seqs.append(seq[-self.context_length:])
+            n_cont.append(len(cont))
+        out = []
+        for scored, n in zip(self.score(seqs, adapter), n_cont, strict=True):
+            lps = scored.logprobs[-n:]
+            out.append((float(sum(x for x in lps if x is not None)), all(scored.greedy[-n:])))
+        return out
+
 
 class HFEngine(EngineBase):
     def __init__(self, path: str | Path, adapters: dict[str, str] | None = None, dtype: str = "float32",
@@ -199,22 +218,6 @@ class HFEngine(EngineBase):
         else:
             tops.extend({seq[pos + 1]: float(lp[pos])} for pos in range(n - 1))
         return Scored(list(seq), [None, *lp.tolist()], tops, [True, *greedy])
-
-    def loglikelihood(self, pairs: list[tuple[str, str]], adapter: str | None = None) -> list[tuple[float, bool]]:
-        """Sum of the continuation's token log-probs given the context, and whether it is the greedy
-        continuation: lm-evaluation-harness's loglikelihood request, contexts cut from the left."""
-        seqs, n_cont = [], []
-        prefix = min(self.eos_ids) if self.eos_ids else self.pad_id
-        for context, continuation in pairs:
-            ctx, cont = self.encode_pair(context, continuation)
-            seq = (ctx or [prefix]) + cont  # an empty context scores from the end-of-text token
-            seqs.append(seq[-self.context_length:])
-            n_cont.append(len(cont))
-        out = []
-        for scored, n in zip(self.score(seqs, adapter), n_cont, strict=True):
-            lps = scored.logprobs[-n:]
-            out.append((float(sum(x for x in lps if x is not None)), all(scored.greedy[-n:])))
-        return out
 
     # -- generation --------------------------------------------------------------------------------
     def generate(self, ids: list[int], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
