@@ -1,4 +1,4 @@
-"""Config of the KG build and of the multi-path A* search (METHOD.md, Stage 1, steps 1-2)."""
+"""Config of the KG build, entity linking and the multi-path A* search (METHOD.md, Stage 1, steps 1-2)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,16 @@ class KGConfig(_Section):
         "wordnet", description="Kind of KG source to build the graph from.")
     input: Path | None = Field(
         None, description="Source path (default: /usr/share/wordnet for wordnet, <data_root>/metaqa/kb.txt for metaqa).")
+    entity_labels: Path | None = Field(
+        None, description="triples source: TSV key<TAB>label[<TAB>alias|alias] naming the entities.")
+    relation_labels: Path | None = Field(
+        None, description="triples source: TSV key<TAB>label naming the relations.")
     max_entity_degree_share: float = Field(
         0.01, gt=0, le=1, description="Nodes linked to more than this share of all nodes count as hubs and are not linked.")
+    min_hub_degree: int = Field(
+        50, ge=1, description="A node is only a hub if its degree is also at least this (small KGs have no hubs).")
+    link_candidates: int = Field(
+        2, ge=1, description="KG nodes kept per linked mention (an alias naming several nodes: highest degree first).")
 
 
 class PathsConfig(_Section):
@@ -28,7 +36,11 @@ class PathsConfig(_Section):
     max_paths: int = Field(8, ge=1, description="K: paths kept per (question entity, answer entity) pair.")
     max_hops: int = Field(4, ge=1, description="Hop limit of a path.")
     max_pairs_per_row: int = Field(16, ge=1, description="Entity pairs searched per question at most.")
+    max_paths_per_row: int = Field(8, ge=1, description="Paths kept per row over all its pairs (shortest first).")
+    max_expansions: int = Field(
+        200_000, ge=1, description="Expansion budget per pair; a search that hits it returns what it found so far.")
     no_path: Literal["fallback", "drop"] = Field(
         "fallback", description="Rows with no path: write a w/o-KI rationale (fallback) or drop them.")
     workers: int = Field(2, ge=1, description="Path-search actors in the Ray Data actor pool.")
     worker_cpus: float = Field(0.5, gt=0, description="CPUs per path-search actor (fractional leaves room for reads).")
+    batch_size: int = Field(16, ge=1, description="Rows per map_batches call (and per output part file).")

@@ -1,0 +1,257 @@
+"""The paths stage on Ray Data: QA rows -> linked entities -> multi-path A* -> verbalised paths.
+
+`map_batches` runs over an actor pool (`ActorPoolStrategy(size=paths.workers)`) with fractional CPUs;
+each actor loads the KG artifact from its directory once (not a pickled graph: pickling a networkit
+graph drops attributes, and shipping a path keeps the task payload small). Actors restart when they
+die and their in-flight batch is retried (`max_restarts`, `max_task_retries`), so a killed worker loses
+nothing. The driver writes each finished block as a numbered Parquet part, atomically; a re-run reads
+the ids already written and sends only the missing rows, so rows are never duplicated or lost. A row
+whose processing fails gets `path_status="error"` and the message in `path_error`; the job goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from kale_ray.artifacts import Manifest, atomic_write_parquet, existing_parts, is_complete, part_path
+from kale_ray.progress import Progress
+
+EXTRA_FIELDS = [
+    pa.field("q_entities", pa.list_(pa.string())),
+    pa.field("a_entities", pa.list_(pa.string())),
+    pa.field("paths", pa.string()),
+    pa.field("path_texts", pa.list_(pa.string())),
+    pa.field("path_status", pa.string()),
+    pa.field("path_error", pa.string()),
+    pa.field("nodes_expanded", pa.int64()),
+    pa.field("search_seconds", pa.float64()),
+]
+STATUSES = ("ok", "no_question_entity", "no_answer_entity", "no_path", "error")
+
+
+class RowPathFinder:
+    """Links one row's question and answer and searches paths between every (q, a) pair."""
+
+    def __init__(self, kg, kg_cfg: dict[str, Any], paths_cfg: dict[str, Any], seed: int) -> None:  # noqa: ANN001
+        from kale_ray.kg.link import Linker
+        from kale_ray.kg.paths import PathSearcher, SearchLimits
+
+        self.kg = kg
+        self.cfg = paths_cfg
+        self.linker = Linker(kg, kg_cfg["max_entity_degree_share"], kg_cfg["min_hub_degree"],
+                             kg_cfg["link_candidates"])
+        limits = SearchLimits(max_paths=paths_cfg["max_paths"], max_hops=paths_cfg["max_hops"],
+                              anchors=paths_cfg["anchors"], anchor_hops=paths_cfg["anchor_hops"],
+                              anchor_depth=paths_cfg["anchor_depth"], max_expansions=paths_cfg["max_expansions"],
+                              seed=seed)
+        self.searcher = PathSearcher(kg.adjacency, limits)
+
+    def process(self, row: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {"q_entities": [], "a_entities": [], "paths": "[]", "path_texts": [],
+                               "path_status": "error", "path_error": None, "nodes_expanded": 0,
+                               "search_seconds": 0.0}
+        try:
+            self._process(row, out)
+        except Exception as err:  # a bad row is recorded, never a crashed job
+            out["path_status"], out["path_error"] = "error", f"{type(err).__name__}: {err}"
+        return out
+
+    def _process(self, row: dict[str, Any], out: dict[str, Any]) -> None:
+        from kale_ray.kg.verbalize import path_triples, verbalize_path
+
+        kg = self.kg
+        q_ids = self.linker.link_question(row["question"], row.get("topic"))
+        answers = [a for a in (row.get("answers") or []) if a] or [row["gold_text"]]
+        a_ids: dict[int, None] = {}
+        for answer in answers:
+            for eid in self.linker.link_answer(answer):
+                a_ids.setdefault(eid, None)
+        out["q_entities"] = [kg.keys[e] for e in q_ids]
+        out["a_entities"] = [kg.keys[e] for e in a_ids]
+        if not q_ids:
+            out["path_status"] = "no_question_entity"
+            return
+        if not a_ids:
+            out["path_status"] = "no_answer_entity"
+            return
+        pairs = [(s, t) for s in q_ids for t in a_ids if s != t][: self.cfg["max_pairs_per_row"]]
+        found: list[list[list[Any]]] = []
+        for source, target in pairs:
+            result = self.searcher.search(source, target)
+            out["nodes_expanded"] += result.nodes_expanded
+            out["search_seconds"] += result.seconds
+            found.extend(path_triples(kg, result))
+        found.sort(key=len)  # stable: pairs keep their order among equal lengths
+        found = found[: self.cfg["max_paths_per_row"]]
+        out["paths"] = json.dumps(found)
+        out["path_texts"] = [verbalize_path(kg, p) for p in found]
+        out["path_status"] = "ok" if found else "no_path"
+
+
+class PathsActor:
+    """One Ray Data actor: loads the KG once, then maps batches of rows.
+
+    `fault_marker` is a crash hook for tests of the retry path: when that file exists and the batch
+    holds the row id written in it, the actor removes the file and kills its own process (SIGKILL)
+    mid-batch, once.
+    """
+
+    def __init__(self, kg_dir: str, kg_cfg: dict[str, Any], paths_cfg: dict[str, Any], seed: int,
+                 fault_marker: str | None = None) -> None:
+        from kale_ray.kg.store import load_kg
+
+        t0 = time.monotonic()
+        self.finder = RowPathFinder(load_kg(Path(kg_dir)), kg_cfg, paths_cfg, seed)
+        self.fault_marker = Path(fault_marker) if fault_marker else None
+        print(f"paths actor {os.getpid()}: KG loaded in {time.monotonic() - t0:.1f}s", flush=True)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if self.fault_marker is not None and self.fault_marker.exists():
+            victim = self.fault_marker.read_text().strip()
+            if victim in batch.column("id").to_pylist():
+                self.fault_marker.unlink(missing_ok=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+        return add_path_columns(batch, [self.finder.process(row) for row in batch.to_pylist()])
+
+
+def add_path_columns(batch: pa.Table, results: list[dict[str, Any]]) -> pa.Table:
+    for f in EXTRA_FIELDS:
+        batch = batch.append_column(f, pa.array([r[f.name] for r in results], f.type))
+    return batch
+
+
+def stage_hash(cfg, rows: pa.Table, kg_dir: Path) -> str:  # noqa: ANN001 (KaleConfig)
+    kg_manifest = Manifest.read(kg_dir)
+    ids = hashlib.sha256("\n".join(sorted(rows.column("id").to_pylist())).encode()).hexdigest()
+    blob = json.dumps({"cfg": cfg.section_hash("paths", "kg", "seed"), "kg": kg_manifest.config_hash
+                       if kg_manifest else str(kg_dir), "ids": ids}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_paths_stage(cfg, rows: pa.Table, kg_dir: Path, out: Path, *,  # noqa: ANN001 (KaleConfig)
+                    fault_marker: Path | None = None) -> Path:
+    """Rows -> paths artifact in `out` (Parquet parts + manifest); resumable, skipped when complete."""
+    kg_dir, out = Path(kg_dir), Path(out)
+    if not (kg_dir / "triples.parquet").is_file():
+        from kale_ray.config import ConfigError
+
+        raise ConfigError(f"paths stage: {kg_dir} is not a KG artifact (run `kale-ray kg build` first)")
+    unique = _unique_ids(rows)
+    duplicates = rows.num_rows - unique.num_rows
+    config_hash = stage_hash(cfg, unique, kg_dir)
+    if is_complete(out, config_hash):
+        print(f"paths: {out} is complete for this config, skipping", flush=True)
+        return out
+    previous = Manifest.read(out)
+    if previous is not None and previous.config_hash != config_hash:
+        print(f"paths: {out} holds parts of another config; starting over", flush=True)
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    Manifest(stage="paths", config_hash=config_hash, complete=False).write(out, hash_files=[])
+    parts = existing_parts(out)
+    done = set()
+    for p in parts.values():
+        done.update(pq.read_table(p, columns=["id"]).column("id").to_pylist())
+    todo = unique.filter(pc.invert(pc.is_in(unique.column("id"), pa.array(sorted(done), pa.string()))))
+    print(f"paths: {unique.num_rows} rows, {len(done)} already done, {todo.num_rows} to search", flush=True)
+    t0 = time.monotonic()
+    if todo.num_rows:
+        _run_actors(cfg, todo, kg_dir, out, max(parts, default=-1) + 1, fault_marker)
+    return _finish(cfg, out, config_hash, unique.num_rows, duplicates, kg_dir, time.monotonic() - t0)
+
+
+def _unique_ids(rows: pa.Table) -> pa.Table:
+    ids = rows.column("id").to_pylist()
+    first: dict[str, int] = {}
+    for i, rid in enumerate(ids):
+        first.setdefault(rid, i)
+    return rows if len(first) == len(ids) else rows.take(sorted(first.values()))
+
+
+def _run_actors(cfg, todo: pa.Table, kg_dir: Path, out: Path, next_index: int,  # noqa: ANN001
+                fault_marker: Path | None) -> None:
+    import ray.data
+    from ray.data import ActorPoolStrategy
+
+    from kale_ray.ray_utils import init_ray
+
+    init_ray(cfg.ray)
+    size = cfg.paths.batch_size
+    blocks = [todo.slice(i, size) for i in range(0, todo.num_rows, size)]
+    ds = ray.data.from_arrow(blocks).map_batches(
+        PathsActor, batch_size=size, batch_format="pyarrow",
+        compute=ActorPoolStrategy(size=cfg.paths.workers), num_cpus=cfg.paths.worker_cpus,
+        fn_constructor_kwargs={"kg_dir": str(kg_dir.resolve()), "kg_cfg": cfg.kg.model_dump(mode="json"),
+                               "paths_cfg": cfg.paths.model_dump(mode="json"), "seed": cfg.seed,
+                               "fault_marker": str(fault_marker) if fault_marker else None})
+    # Ray Data starts pool actors with max_restarts=-1 and max_task_retries=-1 (ActorPoolMapOperator), so a
+    # dead actor is restarted and its in-flight batch retried; tests/ray/test_kg_stage.py kills one to hold it.
+    progress = Progress("paths", todo.num_rows, metrics_path=out / "metrics.jsonl")
+    for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        if block.num_rows == 0:
+            continue
+        atomic_write_parquet(part_path(out, next_index), block)
+        next_index += 1
+        statuses = Counter(block.column("path_status").to_pylist())
+        progress.update(block.num_rows, paths_ok=statuses.get("ok", 0),
+                        nodes_expanded=float(pc.sum(block.column("nodes_expanded")).as_py() or 0))
+    progress.close()
+
+
+def _finish(cfg, out: Path, config_hash: str, expected: int, duplicates: int, kg_dir: Path,  # noqa: ANN001
+            seconds: float) -> Path:
+    table = pa.concat_tables([pq.read_table(p, columns=["id", "benchmark", "q_entities", "a_entities",
+                                                         "paths", "path_status", "nodes_expanded",
+                                                         "search_seconds"])
+                              for p in existing_parts(out).values()])
+    if table.num_rows != expected or len(set(table.column("id").to_pylist())) != expected:
+        raise RuntimeError(f"paths: {out} holds {table.num_rows} rows for {expected} input rows; "
+                           "remove the directory and run again")
+    status = Counter(table.column("path_status").to_pylist())
+    n_paths = sum(len(json.loads(p)) for p in table.column("paths").to_pylist())
+    q_linked = [len(q) > 0 for q in table.column("q_entities").to_pylist()]
+    a_linked = [len(a) > 0 for a in table.column("a_entities").to_pylist()]
+    coverage: dict[str, dict[str, float]] = {}
+    for bench, q, a, st in zip(table.column("benchmark").to_pylist(), q_linked, a_linked,
+                               table.column("path_status").to_pylist(), strict=True):
+        c = coverage.setdefault(bench, {"rows": 0, "with_q_entity": 0, "with_a_entity": 0, "linked": 0,
+                                        "with_path": 0})
+        c["rows"] += 1
+        c["with_q_entity"] += q
+        c["with_a_entity"] += a
+        c["linked"] += q and a
+        c["with_path"] += st == "ok"
+    for c in coverage.values():
+        c["linked_share"] = round(c["linked"] / c["rows"], 4)
+        c["path_share"] = round(c["with_path"] / c["rows"], 4)
+    counts = {"rows": table.num_rows, "with_q_entity": sum(q_linked), "with_a_entity": sum(a_linked),
+              "with_path": status.get("ok", 0), "paths": n_paths, "duplicate_input_ids": duplicates,
+              **{s: status.get(s, 0) for s in STATUSES if s != "ok"},
+              "nodes_expanded": int(pc.sum(table.column("nodes_expanded")).as_py() or 0)}
+    Manifest(stage="paths", config_hash=config_hash,
+             config={"paths": cfg.paths.model_dump(mode="json"), "kg": cfg.kg.model_dump(mode="json"),
+                     "seed": cfg.seed},
+             inputs={"kg_dir": str(kg_dir)}, counts=counts,
+             extra={"linking_coverage": coverage, "seconds": round(seconds, 2),
+                    "search_seconds": float(pc.sum(table.column("search_seconds")).as_py() or 0.0)}
+             ).write(out, hash_files=[p for p in sorted(out.glob("part-*.parquet"))])
+    print(f"paths: {counts['rows']} rows, {counts['with_path']} with paths, {counts['no_path']} no path, "
+          f"{counts['no_question_entity']} without question entity, {counts['no_answer_entity']} without "
+          f"answer entity, {counts['error']} errors -> {out}", flush=True)
+    for bench, c in coverage.items():
+        print(f"paths: linking coverage {bench}: {c['linked_share']:.1%} of {c['rows']} rows "
+              f"(question {c['with_q_entity']}, answer {c['with_a_entity']}), paths {c['path_share']:.1%}",
+              flush=True)
+    return out

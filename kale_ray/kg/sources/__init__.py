@@ -1,0 +1,31 @@
+"""KG source readers: each turns one source format into `KGTables` plus a skip report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kale_ray.kg.sources.base import KGBuilder
+
+SOURCES = ("wordnet", "metaqa", "triples", "wikidata")
+
+
+def read_source(kind: str, path: Path, **options: Any) -> KGBuilder:
+    """Dispatch to the reader of `kind`; options are the source's own (label files, Ray settings)."""
+    if kind == "metaqa":
+        from kale_ray.kg.sources.metaqa import read_metaqa_kb
+
+        return read_metaqa_kb(path)
+    if kind == "wordnet":
+        from kale_ray.kg.sources.wordnet import read_wordnet
+
+        return read_wordnet(path)
+    if kind == "triples":
+        from kale_ray.kg.sources.triples import read_triples
+
+        return read_triples(path, options.get("entity_labels"), options.get("relation_labels"))
+    if kind == "wikidata":
+        from kale_ray.kg.sources.wikidata import read_wikidata
+
+        return read_wikidata(path, batch_size=options.get("batch_size", 256))
+    raise ValueError(f"unknown KG source {kind!r}; expected one of {', '.join(SOURCES)}")

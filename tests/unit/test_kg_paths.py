@@ -1,0 +1,154 @@
+"""Multi-path A* with the anchor heuristic against the exhaustive BFS reference and networkit's BFS."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kale_ray.kg.paths import (
+    AnchorHeuristic,
+    PathSearcher,
+    SearchLimits,
+    astar_paths,
+    bfs_paths,
+    sample_anchors,
+)
+from kale_ray.kg.sources.base import kg_from_triples
+from kale_ray.kg.verbalize import path_triples, verbalize_path
+
+
+def random_kg(seed: int, n: int, m: int, relations: int = 3):  # noqa: ANN201
+    rng = np.random.default_rng(seed)
+    heads, tails = rng.integers(0, n, m), rng.integers(0, n, m)
+    rels = rng.integers(0, relations, m)
+    # Keys name every node so isolated ones exist too.
+    triples = [(f"n{h}", f"r{r}", f"n{t}") for h, r, t in zip(heads, rels, tails, strict=True)]
+    triples += [(f"n{i}", "self", f"n{i}") for i in range(0, n, 7)]
+    return kg_from_triples(triples)
+
+
+def true_distances(kg, source: int) -> np.ndarray:  # noqa: ANN001
+    """Hop distances on the undirected view by networkit's own BFS (an independent reference)."""
+    import networkit as nk
+
+    graph = kg.networkit_graph(undirected=True)
+    dist = np.array(nk.distance.BFS(graph, source).run().getDistances())
+    dist[dist > 1e300] = np.inf
+    return dist
+
+
+def check_paths(kg, result, source: int, target: int, limits: SearchLimits) -> None:  # noqa: ANN001
+    stored = {kg.triple_keys(i) for i in range(kg.num_triples)}
+    assert len(result.steps) <= limits.max_paths
+    assert result.lengths == sorted(result.lengths)
+    seen = set()
+    for path, nodes in zip(path_triples(kg, result), result.nodes, strict=True):
+        assert 1 <= len(path) <= limits.max_hops
+        assert len(set(nodes)) == len(nodes), "paths are simple"
+        assert tuple(nodes) not in seen
+        seen.add(tuple(nodes))
+        assert path[0][0] == kg.keys[source] and path[-1][2] == kg.keys[target]
+        for (a, rel, b, backward), nxt in zip(path, path[1:] + [None], strict=True):
+            assert ((b, rel, a) if backward else (a, rel, b)) in stored, "every step is a real KG triple"
+            if nxt is not None:
+                assert nxt[0] == b, "steps chain"
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 40), density=st.floats(0.5, 3.0),
+       max_hops=st.integers(1, 5), max_paths=st.integers(1, 6), anchors=st.integers(0, 5))
+def test_astar_matches_exhaustive_bfs_and_true_distance(seed: int, n: int, density: float, max_hops: int,
+                                                        max_paths: int, anchors: int) -> None:
+    kg = random_kg(seed, n, int(n * density))
+    limits = SearchLimits(max_paths=max_paths, max_hops=max_hops, anchors=anchors, anchor_hops=2,
+                          anchor_depth=3, seed=seed)
+    rng = np.random.default_rng(seed)
+    for source, target in rng.integers(0, kg.num_entities, size=(4, 2)).tolist():
+        if source == target:
+            continue
+        a = astar_paths(kg.adjacency, source, target, limits)
+        b = bfs_paths(kg.adjacency, source, target, limits)
+        check_paths(kg, a, source, target, limits)
+        check_paths(kg, b, source, target, limits)
+        assert a.lengths == b.lengths  # the K shortest, with the same lengths
+        assert not a.truncated and not b.truncated
+        dist = true_distances(kg, source)[target]
+        if dist <= max_hops:
+            assert a.lengths and a.lengths[0] == dist, "shortest returned path = BFS distance"
+        else:
+            assert a.steps == [], "no path within the hop limit"
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 60), density=st.floats(0.3, 3.0),
+       anchors=st.integers(1, 8), hops=st.integers(1, 3), depth=st.integers(1, 4))
+def test_heuristic_never_exceeds_the_true_distance(seed: int, n: int, density: float, anchors: int,
+                                                   hops: int, depth: int) -> None:
+    kg = random_kg(seed, n, int(n * density))
+    target = int(np.random.default_rng(seed).integers(0, kg.num_entities))
+    limits = SearchLimits(anchors=anchors, anchor_hops=hops, anchor_depth=depth, seed=seed)
+    h = AnchorHeuristic(kg.adjacency, target, limits)(np.arange(kg.num_entities))
+    dist = true_distances(kg, target)
+    assert (h >= 0).all()
+    assert (h <= dist).all(), "admissible: h(e) <= dist(e, target)"
+    assert h[target] == 0
+
+
+def test_anchors_are_seeded_and_come_from_the_m_hop_neighbourhood() -> None:
+    kg = random_kg(3, 200, 500)
+    adj = kg.adjacency
+    target = int(np.argmax(adj.degree))
+    a1 = sample_anchors(adj, target, 4, 2, np.random.default_rng([7, target]))
+    a2 = sample_anchors(adj, target, 4, 2, np.random.default_rng([7, target]))
+    a3 = sample_anchors(adj, target, 4, 2, np.random.default_rng([8, target]))
+    assert a1.tolist() == a2.tolist() and len(a1) == 4 and len(set(a1.tolist())) == 4
+    assert a1.tolist() != a3.tolist()
+    dist = adj.bounded_bfs(target, 2)
+    assert all(1 <= dist[a] <= 2 for a in a1)
+    limits = SearchLimits(seed=7)
+    r1, r2 = (astar_paths(adj, 0, target, limits) for _ in range(2))
+    assert r1.steps == r2.steps and r1.nodes_expanded == r2.nodes_expanded
+
+
+def test_backward_walks_are_flagged_and_verbalised() -> None:
+    kg = kg_from_triples([("Titanic", "directed_by", "James Cameron"), ("Titanic", "release_year", "1997")])
+    limits = SearchLimits()
+    src, dst = kg.id_of("James Cameron"), kg.id_of("1997")
+    result = astar_paths(kg.adjacency, src, dst, limits)
+    [path] = path_triples(kg, result)
+    assert path == [["James Cameron", "directed_by", "Titanic", True], ["Titanic", "release_year", "1997", False]]
+    assert verbalize_path(kg, path) == "Titanic directed by James Cameron; Titanic release year 1997."
+
+
+def test_no_path_self_loop_and_unknown_entity() -> None:
+    kg = kg_from_triples([("a", "r", "b"), ("b", "r", "b"), ("c", "r", "d"), ("a", "r", "a")])
+    adj, limits = kg.adjacency, SearchLimits()
+    a, b, c = kg.id_of("a"), kg.id_of("b"), kg.id_of("c")
+    none = astar_paths(adj, a, c, limits)
+    assert none.steps == [] and not none.truncated and bfs_paths(adj, a, c, limits).steps == []
+    same = astar_paths(adj, b, b, limits)
+    assert same.steps == [[]] and same.nodes == [[b]]           # source is target: one empty path
+    only = astar_paths(adj, a, b, limits)
+    assert only.lengths == [1]                                   # self-loops never enter a path
+    assert kg.id_of("no such entity") is None
+    with pytest.raises(IndexError):
+        astar_paths(adj, a, kg.num_entities + 5, limits)
+
+
+def test_expansion_budget_truncates_and_says_so() -> None:
+    kg = random_kg(1, 300, 1500)
+    limits = SearchLimits(max_hops=5, max_paths=50, max_expansions=10)
+    result = astar_paths(kg.adjacency, 0, 1, limits)
+    assert result.truncated and result.nodes_expanded == 10
+
+
+def test_searcher_caches_the_heuristic_per_target_and_honours_a_hop_override() -> None:
+    kg = random_kg(5, 100, 300)
+    searcher = PathSearcher(kg.adjacency, SearchLimits(max_hops=4), cache_size=2)
+    r = searcher.search(0, 1, max_hops=2)
+    assert all(length <= 2 for length in r.lengths)
+    assert searcher.heuristic(1) is searcher.heuristic(1)
+    searcher.heuristic(2), searcher.heuristic(3)
+    assert 1 not in searcher._cache
