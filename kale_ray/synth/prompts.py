@@ -120,9 +120,10 @@ class Verdict:
     degenerate: str | None  # None, or why the rationale is unusable
 
 
-def _repeats(text: str, n: int = 4, limit: int = 3) -> bool:
+def _repeats(text: str, n: int = 6, limit: int = 3) -> bool:
+    """A phrase of n words said `limit` times, or a long text of few distinct words: a looping writer."""
     words = re.findall(r"\w+", text.lower())
-    if len(words) >= 12 and len(set(words)) / len(words) < 0.3:
+    if len(words) >= 20 and len(set(words)) / len(words) < 0.3:
         return True
     counts: dict[tuple[str, ...], int] = {}
     for i in range(len(words) - n + 1):
@@ -134,13 +135,16 @@ def _repeats(text: str, n: int = 4, limit: int = 3) -> bool:
 
 
 def check_rationale(text: str | None, finish_reason: str | None, choices: list[str] | None,
-                    min_chars: int = 12) -> Verdict:
-    """Clean a generated rationale and say whether it is degenerate (empty, repeated, cut off)."""
+                    min_chars: int = 12, llm: bool = True) -> Verdict:
+    """Clean a generated rationale and say whether it is degenerate (empty, repeated, cut off).
+
+    `llm=False` (the template writer) skips the repetition check: verbalised paths that share a prefix
+    repeat phrases by construction, not because a model is looping."""
     text = strip_option_letters((text or "").strip(), choices)
     text = re.sub(r"^(?:Rationale|Explanation)\s*:\s*", "", text, flags=re.I).strip()
     if len(text) < min_chars:
         return Verdict(text, "empty")
-    if _repeats(text):
+    if llm and _repeats(text):
         return Verdict(text, "repeated")
     if finish_reason == "length" and not re.search(r"[.!?][\"')\]]*$", text):
         return Verdict(text, "cut off")

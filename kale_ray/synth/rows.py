@@ -92,7 +92,7 @@ def write_rationales(rows: list[dict[str, Any]], backend: Backend, *, ki: bool, 
             if gen.error is not None:
                 result.update(status="error", error=gen.error, error_kind=gen.error_kind)
             else:
-                verdict = check_rationale(gen.text, gen.finish_reason, row.get("choices"))
+                verdict = check_rationale(gen.text, gen.finish_reason, row.get("choices"), llm=backend.llm)
                 result["rationale"] = verdict.text
                 if verdict.degenerate:
                     result.update(status="degenerate", error=f"degenerate: {verdict.degenerate}",

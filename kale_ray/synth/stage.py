@@ -239,3 +239,19 @@ def run_synth_stage(cfg: Any, paths_dir: Path, out: Path) -> Path:
           f"({counts['tokens']} tokens; this run {todo.num_rows} rows in "
           f"{format_seconds(run.get('seconds', 0))}) -> {out}", flush=True)
     return out
+
+
+def run_synth_from_benchmark(cfg: Any, paths_dir: Path | None = None, out: Path | None = None) -> Path:
+    """`kale-ray synth`: data split -> KG -> paths (each skipped when complete) -> rationales.
+
+    With `paths_dir`, an existing paths artifact is used and the KG stages are not run.
+    """
+    if paths_dir is None:
+        from kale_ray.data.stage import read_split, run_data_stage
+        from kale_ray.kg.extract import run_paths_stage
+        from kale_ray.kg.stage import run_kg_stage
+
+        rows = read_split(run_data_stage(cfg), "train")
+        kg_dir = run_kg_stage(cfg)
+        paths_dir = run_paths_stage(cfg, rows, kg_dir, cfg.stage_dir("paths"))
+    return run_synth_stage(cfg, Path(paths_dir), Path(out) if out else cfg.stage_dir("synth"))

@@ -122,3 +122,10 @@ def test_dropped_rows_are_kept_and_labelled(rows):
 def test_parse_paths_tolerates_bad_json():
     assert parse_paths("not json") == [] and parse_paths(None) == []
     assert parse_paths('[[["a", "r", "b", false]]]') == [[["a", "r", "b", False]]]
+
+
+def test_template_output_is_not_judged_for_repetition():
+    facts_text = ("unit hyponym linear unit; linear unit hyponym astronomy unit; astronomy unit hyponym light year. "
+                  * 3 + "These facts lead from the question to the answer: light-year.")
+    assert check_rationale(facts_text, "stop", CHOICES, llm=False).degenerate is None
+    assert check_rationale(facts_text, "stop", CHOICES, llm=True).degenerate == "repeated"

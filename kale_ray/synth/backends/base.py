@@ -33,6 +33,7 @@ class Backend(ABC):
     """A rationale writer. Built once per actor (model loads are expensive), then fed batches."""
 
     name: str = "backend"
+    llm: bool = True  # a language model writes (its output may loop); False for the template writer
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ def template_rationale(row: dict[str, Any], ki: bool, max_paths: int) -> str:
 
 class TemplateBackend(Backend):
     name = "template"
+    llm = False
 
     def __init__(self, max_paths: int) -> None:
         self.max_paths = max_paths
