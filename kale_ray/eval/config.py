@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -9,7 +11,21 @@ class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     benchmarks: list[str] = Field(default_factory=lambda: ["arc-easy"], description="Benchmarks to score.")
+    split: str = Field("test", description="Which file of a registered benchmark to score (test|dev|all).")
+    test_split: Path | None = Field(
+        None, description="A data stage dir (or parquet file): score its held-out test.parquet instead.")
     limit: int | None = Field(None, ge=1, description="Score at most this many items per benchmark.")
     batch_size: int = Field(8, ge=1, description="Option sequences scored per forward pass (in-process).")
     concurrency: int = Field(8, ge=1, description="Requests in flight when scoring through the Serve API.")
+    request_timeout_s: float = Field(300.0, gt=0, description="Timeout of one request to a served model.")
+    max_retries: int = Field(6, ge=0, description="Retries of a request answered 429/503 (Retry-After honoured).")
+    api_key_env: str | None = Field(
+        None, description="Environment variable holding the bearer key of a served model (null: none).")
+    device: str = Field("auto", description="Device of in-process scoring: auto (cuda if present), cpu, cuda.")
+    generative: list[str] = Field(
+        default_factory=lambda: ["bbh"],
+        description="Benchmarks (name prefixes) scored by generation + exact match instead of log-likelihood.")
+    max_new_tokens: int = Field(32, ge=1, description="Generation cap of generative (BBH) items.")
     known_incorrect: bool = Field(True, description="Run the known&incorrect probe analysis.")
+    probes: Path | None = Field(
+        None, description="Paths or rationales artifact with path_texts/rationale per item id (known&incorrect).")

@@ -1,0 +1,179 @@
+"""Evaluation: score every method on every benchmark and write the results directory.
+
+    out/
+      <method>/<benchmark>/predictions.jsonl   one line per item (lls, predictions, correctness, known)
+      <method>/<benchmark>/metrics.json        that pair's metrics; its `key` lets a re-run skip it
+      summary.json  table.md  chart.png  manifest.json
+
+A (method, benchmark) pair is written whole or not at all, so a re-run after a crash redoes only the
+pairs that were missing; a pair is also redone when its model spec, eval config or items changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from kale_ray.artifacts import Manifest, atomic_write_json, atomic_write_text
+from kale_ray.data.format import answer_text, prompt_text
+from kale_ray.eval.metrics import exact_match, extract_answer, mc_scores
+from kale_ray.progress import Progress
+
+GEN_STOP = ["\n\n", "\nQuestion:"]
+
+
+def load_items(cfg: Any, rows: pa.Table | None = None) -> dict[str, pa.Table]:
+    """benchmark -> rows: the given table, the data stage's test split, or cfg.eval.benchmarks."""
+    import pyarrow.parquet as pq
+
+    from kale_ray.data.benchmarks import load_benchmark
+
+    if rows is None and cfg.eval.test_split is not None:
+        path = Path(cfg.eval.test_split)
+        rows = pq.read_table(path / "test.parquet" if path.is_dir() else path)
+    if rows is not None:
+        names = list(dict.fromkeys(rows.column("benchmark").to_pylist()))
+        tables = {n: rows.filter(pa.compute.equal(rows.column("benchmark"), n)) for n in names}
+    else:
+        tables = {}
+        for name in cfg.eval.benchmarks:
+            table = load_benchmark(name, cfg.data_root, cfg.eval.split)
+            tables[Path(name).stem if Path(name).suffix else name] = table
+    if cfg.eval.limit:
+        tables = {n: t.slice(0, cfg.eval.limit) for n, t in tables.items()}
+    return tables
+
+
+def load_probes(source: pa.Table | Path | str | None) -> dict[str, dict[str, Any]]:
+    """id -> {path_texts, rationale} from a paths or rationales artifact (or a table)."""
+    if source is None:
+        return {}
+    if not isinstance(source, pa.Table):
+        import pyarrow.parquet as pq
+
+        from kale_ray.artifacts import read_parts
+
+        path = Path(source)
+        source = read_parts(path) if path.is_dir() else pq.read_table(path)
+    cols = [c for c in ("id", "path_texts", "rationale") if c in source.column_names]
+    return {r["id"]: r for r in source.select(cols).to_pylist()}
+
+
+def is_generative(cfg: Any, benchmark: str, row: dict[str, Any]) -> bool:
+    return row["gold"] < 0 or len(row["choices"]) < 2 or any(
+        benchmark.startswith(p) for p in cfg.eval.generative)
+
+
+def score_rows(scorer: Any, benchmark: str, rows: list[dict[str, Any]], cfg: Any,
+               progress: Progress) -> list[dict[str, Any]]:
+    chunk = max(cfg.eval.batch_size, 4 * cfg.eval.concurrency)
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        mc = [r for r in part if not is_generative(cfg, benchmark, r)]
+        gen = [r for r in part if is_generative(cfg, benchmark, r)]
+        pairs = [(prompt_text(r["question"]), answer_text(c)) for r in mc for c in r["choices"]]
+        lls = iter(scorer.loglikelihood(pairs))
+        by_id: dict[str, dict[str, Any]] = {}
+        for r in mc:
+            scores = mc_scores([next(lls) for _ in r["choices"]], r["choices"], r["gold"])
+            by_id[r["id"]] = {"type": "mc", **scores, "correct": scores["acc"]}
+        texts = scorer.generate([prompt_text(r["question"]) for r in gen], cfg.eval.max_new_tokens, GEN_STOP)
+        for r, text in zip(gen, texts, strict=True):
+            extracted = extract_answer(text)
+            em = exact_match(extracted, r["answers"] or [r["gold_text"]])
+            by_id[r["id"]] = {"type": "generative", "generated": text, "extracted": extracted,
+                              "exact_match": em, "correct": em}
+        for r in part:
+            out.append({"id": r["id"], "benchmark": benchmark, "question": r["question"], "choices": r["choices"],
+                        "gold": r["gold"], "gold_text": r["gold_text"], **by_id[r["id"]]})
+        progress.update(len(part), options=len(pairs))
+    return out
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def pair_metrics(preds: list[dict[str, Any]]) -> dict[str, Any]:
+    mc = [p for p in preds if p["type"] == "mc"]
+    gen = [p for p in preds if p["type"] == "generative"]
+    metrics: dict[str, Any] = {
+        "n": len(preds), "n_mc": len(mc), "n_generative": len(gen),
+        "accuracy": _mean([p["correct"] for p in preds]),
+        "acc": _mean([p["acc"] for p in mc]), "acc_norm": _mean([p["acc_norm"] for p in mc]),
+        "exact_match": _mean([p["exact_match"] for p in gen]),
+    }
+    if any("known" in p for p in preds):
+        from kale_ray.eval.known import shares
+
+        metrics["known"] = shares([p.get("known") for p in preds], [p["correct"] for p in preds])
+    return metrics
+
+
+def _pair_key(spec: str, cfg: Any, rows: list[dict[str, Any]], with_probes: bool) -> str:
+    ids = hashlib.sha256("\n".join(r["id"] for r in rows).encode()).hexdigest()
+    payload = {"spec": spec, "eval": cfg.eval.model_dump(mode="json", exclude={"concurrency", "limit"}),
+               "dtype": cfg.model.dtype, "ids": ids, "probes": with_probes}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_eval(cfg: Any, models: dict[str, str], out: Path, rows: pa.Table | None = None,
+             probes: pa.Table | Path | None = None) -> Path:
+    """Score each method's model (path, registered name or `http://host:port/v1#name`) on every
+    benchmark; write predictions, metrics, summary.json, table.md and chart.png under `out`."""
+    from kale_ray.eval.known import known_flags
+    from kale_ray.eval.report import bar_chart, markdown_table
+    from kale_ray.eval.scorers import open_scorer
+
+    out = Path(out)
+    tables = load_items(cfg, rows)
+    probe_rows = load_probes(probes if probes is not None else cfg.eval.probes) if cfg.eval.known_incorrect else {}
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    for method, spec in models.items():
+        summary[method] = {}
+        scorer = None
+        try:
+            for bench, table in tables.items():
+                pair_dir = out / method / bench
+                items = table.to_pylist()
+                key = _pair_key(spec, cfg, items, bool(probe_rows))
+                done = pair_dir / "metrics.json"
+                if done.is_file() and json.loads(done.read_text()).get("key") == key:
+                    summary[method][bench] = json.loads(done.read_text())["metrics"]
+                    print(f"eval: {method}/{bench} is complete, skipping", flush=True)
+                    continue
+                scorer = scorer or open_scorer(spec, cfg)
+                progress = Progress(f"eval {method}/{bench}", len(items), unit="items",
+                                    metrics_path=out / "metrics.jsonl")
+                preds = score_rows(scorer, bench, items, cfg, progress)
+                if probe_rows:
+                    for pred, flag in zip(preds, known_flags(scorer, items, probe_rows), strict=True):
+                        pred["known"] = flag
+                progress.close()
+                metrics = pair_metrics(preds)
+                atomic_write_text(pair_dir / "predictions.jsonl",
+                                  "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in preds))
+                atomic_write_json(done, {"key": key, "spec": spec, "metrics": metrics})
+                summary[method][bench] = metrics
+                print(f"eval: {method}/{bench}: accuracy {metrics['accuracy']:.4f} on {metrics['n']} items",
+                      flush=True)
+        finally:
+            if scorer is not None:
+                scorer.close()
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(out / "table.md", markdown_table(summary))
+    bar_chart(summary, out / "chart.png")
+    Manifest(stage="eval", config_hash=_summary_hash(summary), config=cfg.eval.model_dump(mode="json"),
+             inputs={"models": models, "benchmarks": list(tables)},
+             counts={f"{m}/{b}": v["n"] for m, pb in summary.items() for b, v in pb.items()}).write(out)
+    print((out / "table.md").read_text(), flush=True)
+    return out
+
+
+def _summary_hash(summary: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(summary, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,160 @@
+"""Two ways to ask a model for log-likelihoods and generations: in-process (transformers) or through
+an OpenAI-compatible completions API (our Serve app, vLLM, ...), with concurrent requests.
+
+A model spec is a checkpoint path, a registered name (smollm2-135m-instruct) or a served model
+written `http://host:port/v1#model-name`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class Scorer(Protocol):
+    def loglikelihood(self, pairs: list[tuple[str, str]]) -> list[float]:
+        """Summed log-prob of each continuation given its context."""
+
+    def generate(self, prompts: list[str], max_tokens: int, stop: list[str]) -> list[str]:
+        """Greedy continuations."""
+
+    def close(self) -> None: ...
+
+
+class ScoringError(RuntimeError):
+    """A served model answered with an error or without the log-probs scoring needs."""
+
+
+def is_served(spec: str) -> bool:
+    return spec.startswith(("http://", "https://"))
+
+
+class LocalScorer:
+    """transformers in this process; `spec` may be a checkpoint, a registered name or a LoRA adapter dir."""
+
+    def __init__(self, spec: str, dtype: str = "float32", device: str = "auto", batch_size: int = 8,
+                 cache_dir: Path | None = None) -> None:
+        from kale_ray.model.prepare import resolve_model
+        from kale_ray.serving.hf_engine import HFEngine
+
+        path = resolve_model(spec, cache_dir)
+        adapters = None
+        adapter_config = Path(path) / "adapter_config.json"
+        if adapter_config.is_file():  # a bare LoRA adapter: load its base, then the adapter
+            base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
+            adapters, path = {"adapter": str(path)}, resolve_model(base, cache_dir)
+        self.adapter = "adapter" if adapters else None
+        self.engine = HFEngine(path, adapters=adapters, dtype=dtype, device=device)
+        self.batch_size = batch_size
+
+    def loglikelihood(self, pairs: list[tuple[str, str]]) -> list[float]:
+        return [ll for ll, _ in self.engine.loglikelihood(pairs, self.adapter)]
+
+    def generate(self, prompts: list[str], max_tokens: int, stop: list[str]) -> list[str]:
+        return [self.engine.generate(self.engine.encode(p), max_tokens, stop=stop, adapter=self.adapter).text
+                for p in prompts]
+
+    def close(self) -> None:
+        del self.engine
+
+
+class APIScorer:
+    """Scores through `/v1/completions` with echo + logprobs: one request per item (all its options as
+    a prompt list), `concurrency` requests in flight, 429/503 retried after Retry-After."""
+
+    def __init__(self, spec: str, concurrency: int = 8, timeout_s: float = 300.0, max_retries: int = 6,
+                 api_key: str | None = None) -> None:
+        import requests
+
+        base, _, model = spec.partition("#")
+        self.base = base.rstrip("/")
+        self.model = model or None
+        self.timeout_s, self.max_retries = timeout_s, max_retries
+        self.pool = ThreadPoolExecutor(max_workers=concurrency)
+        self.session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=concurrency, pool_maxsize=concurrency)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        if api_key:
+            self.session.headers["Authorization"] = f"Bearer {api_key}"
+        if self.model is None:
+            self.model = self._get("/models")["data"][0]["id"]
+
+    def _get(self, path: str) -> dict[str, Any]:
+        resp = self.session.get(self.base + path, timeout=self.timeout_s)
+        if resp.status_code != 200:
+            raise ScoringError(f"GET {self.base}{path}: {resp.status_code} {resp.text[:300]}")
+        return resp.json()
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        body = {"model": self.model, **body}
+        for attempt in range(self.max_retries + 1):
+            resp = self.session.post(self.base + path, json=body, timeout=self.timeout_s)
+            if resp.status_code == 200:
+                return resp.json()
+            if resp.status_code in (429, 503) and attempt < self.max_retries:
+                time.sleep(float(resp.headers.get("Retry-After", 1)) * (1 + attempt / 2))
+                continue
+            raise ScoringError(f"POST {self.base}{path}: {resp.status_code} {resp.text[:300]}")
+        raise AssertionError("unreachable")
+
+    def _item_lls(self, group: list[tuple[str, str]]) -> list[float]:
+        out = self.post("/completions", {"prompt": [c + x for c, x in group], "max_tokens": 0, "echo": True,
+                                         "logprobs": 0, "temperature": 0})
+        choices = sorted(out["choices"], key=lambda c: c["index"])
+        if len(choices) != len(group):
+            raise ScoringError(f"asked for {len(group)} echoes, got {len(choices)} choices")
+        return [continuation_logprob(ch.get("logprobs"), len(ctx)) for ch, (ctx, _) in zip(choices, group, strict=True)]
+
+    def loglikelihood(self, pairs: list[tuple[str, str]]) -> list[float]:
+        # Options of one question share a context: send them in one request.
+        groups: list[list[tuple[str, str]]] = []
+        for pair in pairs:
+            if groups and groups[-1][0][0] == pair[0]:
+                groups[-1].append(pair)
+            else:
+                groups.append([pair])
+        results = self.pool.map(self._item_lls, groups)
+        return [ll for lls in results for ll in lls]
+
+    def generate(self, prompts: list[str], max_tokens: int, stop: list[str]) -> list[str]:
+        def one(prompt: str) -> str:
+            out = self.post("/completions", {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
+                                             "stop": stop or None})
+            return out["choices"][0]["text"]
+
+        return list(self.pool.map(one, prompts))
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.session.close()
+
+
+def continuation_logprob(logprobs: dict[str, Any] | None, context_chars: int) -> float:
+    """Sum the echoed log-probs of the tokens that hold any character past the context. A response
+    without echoed log-probs is an error, never a silent zero (it would score at chance)."""
+    if not logprobs or not logprobs.get("token_logprobs") or logprobs.get("text_offset") is None:
+        raise ScoringError("the server returned no echoed prompt log-probs (echo + logprobs unsupported?)")
+    offsets, lps, tokens = logprobs["text_offset"], logprobs["token_logprobs"], logprobs["tokens"]
+    total, found = 0.0, False
+    for i, (start, lp) in enumerate(zip(offsets, lps, strict=True)):
+        end = offsets[i + 1] if i + 1 < len(offsets) else start + len(tokens[i])
+        if end > context_chars:
+            if lp is None:
+                raise ScoringError("the continuation's first token has no log-prob (empty context?)")
+            total += lp
+            found = True
+    if not found:
+        raise ScoringError("no echoed token covers the continuation")
+    return total
+
+
+def open_scorer(spec: str, cfg: Any) -> Scorer:  # cfg: KaleConfig
+    if is_served(spec):
+        key = os.environ.get(cfg.eval.api_key_env) if cfg.eval.api_key_env else None
+        return APIScorer(spec, cfg.eval.concurrency, cfg.eval.request_timeout_s, cfg.eval.max_retries, key)
+    return LocalScorer(spec, cfg.model.dtype, cfg.eval.device, cfg.eval.batch_size, cfg.model.cache_dir)

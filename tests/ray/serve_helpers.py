@@ -1,0 +1,60 @@
+"""Starting the real Serve app on the test cluster (127.0.0.1, a free port) and making a LoRA adapter."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+API_KEY_ENV = "KALE_TEST_SERVE_KEY"
+API_KEY = "test-key-123"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_lora_adapter(base: Path, out: Path) -> Path:
+    """A LoRA adapter on the real model with non-zero B matrices, so it changes every output."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(out)
+    return out
+
+
+@contextmanager
+def running_app(cfg, name: str) -> Iterator[str]:  # noqa: ANN001 (KaleConfig)
+    """Start Serve on 127.0.0.1:serve.port, deploy `build_app(cfg)` as `name`, yield its base URL,
+    then delete the app and shut down the Serve instance this started."""
+    from ray import serve
+
+    from kale_ray.serving.app import build_app
+
+    port = cfg.serve.port
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(cfg), name=name, route_prefix=f"/{name}")
+    base = f"http://127.0.0.1:{port}/{name}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{base}/ready", timeout=10).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    try:
+        yield base
+    finally:
+        serve.delete(name)
+        serve.shutdown()

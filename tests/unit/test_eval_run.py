@@ -1,0 +1,90 @@
+"""In-process evaluation with the real SmolLM2-135M-Instruct on real ARC-Easy and BBH items."""
+
+import json
+
+import pyarrow as pa
+import pytest
+
+from kale_ray.config import load_config
+from kale_ray.data.benchmarks import load_benchmark
+from kale_ray.data.format import answer_text, prompt_text
+from kale_ray.eval.run import run_eval
+
+
+@pytest.fixture(scope="module")
+def rows(data_root):
+    arc = load_benchmark("arc-easy", data_root, "dev").slice(0, 5)
+    bbh = load_benchmark("bbh-boolean_expressions", data_root).slice(0, 2)
+    return pa.concat_tables([arc, bbh])
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, rows, smollm2_path):
+    out = tmp_path_factory.mktemp("eval")
+    cfg = load_config(None, ["eval.max_new_tokens=8"])
+    probes = pa.table({"id": [rows.column("id")[0].as_py()],
+                       "path_texts": [[f"{rows.column('gold_text')[0].as_py()} is the right answer."]]})
+    run_eval(cfg, {"vanilla": str(smollm2_path), "vanilla-again": "smollm2-135m-instruct"}, out,
+             rows=rows, probes=probes)
+    return out, cfg, probes
+
+
+def _preds(out, method, bench):
+    return [json.loads(line) for line in (out / method / bench / "predictions.jsonl").read_text().splitlines()]
+
+
+def test_results_directory(results):
+    out, _, _ = results
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) == {"vanilla", "vanilla-again"}
+    for method in summary:
+        arc, bbh = _preds(out, method, "arc-easy"), _preds(out, method, "bbh-boolean_expressions")
+        assert len(arc) == 5 and len(bbh) == 2
+        assert summary[method]["arc-easy"]["acc"] == pytest.approx(sum(p["acc"] for p in arc) / 5)
+        assert summary[method]["arc-easy"]["acc_norm"] == pytest.approx(sum(p["acc_norm"] for p in arc) / 5)
+        assert summary[method]["bbh-boolean_expressions"]["exact_match"] == pytest.approx(
+            sum(p["exact_match"] for p in bbh) / 2)
+        assert all(p["type"] == "generative" and "generated" in p for p in bbh)
+        assert summary[method]["arc-easy"]["known"]["probed"] == 1
+        assert summary[method]["arc-easy"]["known"]["no_probe"] == 4
+    # the same model under two names scores the same
+    assert summary["vanilla"] == summary["vanilla-again"]
+    table = (out / "table.md").read_text()
+    assert "| vanilla |" in table and "| vanilla-again |" in table and "known&incorrect" in table
+    assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "manifest.json").read_text())["complete"] is True
+
+
+def test_option_loglikelihoods_equal_a_direct_transformers_computation(results, rows, smollm2_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out, _, _ = results
+    pred = _preds(out, "vanilla", "arc-easy")[0]
+    row = rows.slice(0, 1).to_pylist()[0]
+    tok = AutoTokenizer.from_pretrained(smollm2_path)
+    model = AutoModelForCausalLM.from_pretrained(smollm2_path).eval()
+    context = prompt_text(row["question"])
+    for option, ll in zip(row["choices"], pred["lls"], strict=True):
+        ctx = tok(context, add_special_tokens=False).input_ids
+        full = tok(context + answer_text(option), add_special_tokens=False).input_ids
+        with torch.no_grad():
+            logp = model(torch.tensor([full])).logits[0].log_softmax(-1)
+        direct = sum(float(logp[i - 1, full[i]]) for i in range(len(ctx), len(full)))
+        assert ll == pytest.approx(direct, abs=1e-4)
+    assert pred["pred"] == max(range(len(pred["lls"])), key=pred["lls"].__getitem__)
+
+
+def test_rerun_skips_complete_pairs_and_redoes_a_missing_one(results, rows, smollm2_path, capsys):
+    out, cfg, probes = results
+    before = (out / "vanilla" / "arc-easy" / "metrics.json").stat().st_mtime_ns
+    (out / "vanilla" / "bbh-boolean_expressions" / "metrics.json").unlink()
+    arc_only = rows.slice(0, 5)
+    bbh_only = rows.slice(5, 2)
+    run_eval(cfg, {"vanilla": str(smollm2_path)}, out, rows=pa.concat_tables([arc_only, bbh_only]),
+             probes=probes)
+    log = capsys.readouterr().out
+    assert "vanilla/arc-easy is complete, skipping" in log
+    assert "vanilla/bbh-boolean_expressions: accuracy" in log
+    assert (out / "vanilla" / "arc-easy" / "metrics.json").stat().st_mtime_ns == before
+    assert len(_preds(out, "vanilla", "bbh-boolean_expressions")) == 2
