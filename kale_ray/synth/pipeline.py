@@ -77,6 +77,10 @@ def rationale_dataset(table: pa.Table, spec: dict[str, Any], cfg: Any):  # noqa:
     gpus = actor_gpus(cfg)
     if gpus:
         remote["num_gpus"] = gpus
+    key = os.environ.get(cfg.api_key_env) if cfg.backend == "openai" else None
+    if key:
+        # The driver's key reaches the actors, which may run on other nodes or predate the variable.
+        remote["runtime_env"] = {"env_vars": {cfg.api_key_env: key}}
     with warnings.catch_warnings():
         # max_restarts has no named parameter in Ray 2.60 and still travels as a remote arg.
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
