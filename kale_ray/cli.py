@@ -19,6 +19,7 @@ COMMAND_MODULES: list[str] = [
     "kale_ray.model.commands",  # model prepare
     "kale_ray.data.commands",   # data list/show
     "kale_ray.kg.commands",     # kg build/paths/link/extract
+    "kale_ray.synth.commands",  # synth
     "kale_ray.pipeline_commands",  # pipeline
     "kale_ray.serving.commands", "kale_ray.eval.commands",  # serve, eval
 ]

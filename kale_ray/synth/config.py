@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,3 +27,14 @@ class SynthConfig(BaseModel):
     concurrency: int = Field(8, ge=1, description="Requests in flight per actor (openai backend).")
     timeout_s: float = Field(60.0, gt=0, description="Per-request timeout (openai backend).")
     max_retries: int = Field(4, ge=0, description="Retries with backoff on 429/5xx (openai backend).")
+    retry_backoff_s: float = Field(0.5, ge=0, description="First backoff of the openai backend; doubles each retry (Retry-After wins).")
+    max_model_len: int | None = Field(
+        None, ge=16, description="Context length of the writer (default: the model's); longer prompts become error rows.")
+    seed: int | None = Field(None, description="Sampling seed of the writer (default: the run's seed).")
+    max_paths_in_prompt: int = Field(4, ge=1, description="Verbalised paths shown to the writer per question at most.")
+    max_restarts: int = Field(3, ge=-1, description="Restarts of a dead generator actor (-1: unlimited); its batch is retried.")
+    part_rows: int = Field(256, ge=1, description="Rows per Parquet part file; a crash loses at most the unwritten part.")
+    flush_s: float = Field(30.0, gt=0, description="Write a part at least this often (seconds), even when not full.")
+    retry_errors: bool = Field(False, description="On a re-run, generate error rows again (default: keep them, counted).")
+    vllm_engine_args: dict[str, Any] = Field(
+        default_factory=dict, description="Extra keyword arguments of vllm.LLM (e.g. enforce_eager, dtype, gpu_memory_utilization).")

@@ -1,0 +1,88 @@
+"""Ray Data plumbing: paths rows -> `map_batches` over an actor pool of writers -> rationale rows.
+
+Each actor builds its writer once (a model load, a vLLM engine, an HTTP pool) and then serves batches.
+Actors take fractional CPUs so Ray Data's read tasks always find a CPU (on a 2-CPU node, actors that
+hold every CPU starve the reads and the job hangs without an error). A dead actor is restarted up to
+`synth.max_restarts` times and its in-flight batch retried on it (Ray Data retries actor tasks by
+default), so a killed actor costs time, never rows.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import pyarrow as pa
+
+# Fault injection for the tests (a real process death at a chosen moment): the first actor to create
+# this marker file exits hard in the middle of its first batch.
+FAULT_KILL_ACTOR_ONCE = "KALE_SYNTH_FAULT_KILL_ACTOR_ONCE"
+
+
+class SynthWorker:
+    """The callable class Ray Data instantiates once per actor."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        from kale_ray.synth.backends import make_backend
+        from kale_ray.synth.config import SynthConfig
+
+        self.cfg = SynthConfig.model_validate(spec["synth"])
+        self.spec = spec
+        if self.cfg.backend == "hf":
+            import torch
+
+            torch.set_num_threads(max(1, int(round(self.cfg.worker_cpus))))
+        self.backend = make_backend(self.cfg, spec["model"], spec["seed"], spec["dtype"])
+        self.generator = {**self.backend.describe(), "seed": spec["seed"], "ki": self.cfg.ki,
+                          "no_path": spec["no_path"]}
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from kale_ray.synth.rows import output_schema, write_rationales
+
+        _maybe_die(self.spec.get("fault_kill_actor_once"))
+        out = write_rationales(batch.to_pylist(), self.backend, ki=self.cfg.ki, no_path=self.spec["no_path"],
+                               max_paths=self.cfg.max_paths_in_prompt, generator=self.generator)
+        return pa.Table.from_pylist(out, schema=output_schema(batch.schema))
+
+
+def _maybe_die(marker: str | None) -> None:
+    if not marker:
+        return
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    os._exit(1)
+
+
+def actor_gpus(cfg: Any) -> float:
+    """GPUs one actor holds: `worker_gpus`, and for vLLM at least one per tensor-parallel rank."""
+    if cfg.backend == "vllm" and cfg.worker_gpus > 0:
+        return max(cfg.worker_gpus, float(cfg.tensor_parallel_size))
+    return cfg.worker_gpus
+
+
+def rationale_dataset(table: pa.Table, spec: dict[str, Any], cfg: Any):  # noqa: ANN201 (ray.data.Dataset)
+    """A lazy dataset of rationale rows; one input block per batch so every actor gets work."""
+    import ray.data
+    from ray.data import ActorPoolStrategy
+
+    size = cfg.batch_size
+    blocks = [table.slice(i, size) for i in range(0, table.num_rows, size)]
+    ds = ray.data.from_arrow(blocks)
+    remote: dict[str, Any] = {"num_cpus": cfg.worker_cpus, "max_restarts": cfg.max_restarts}
+    gpus = actor_gpus(cfg)
+    if gpus:
+        remote["num_gpus"] = gpus
+    key = os.environ.get(cfg.api_key_env) if cfg.backend == "openai" else None
+    if key:
+        # The driver's key reaches the actors, which may run on other nodes or predate the variable.
+        remote["runtime_env"] = {"env_vars": {cfg.api_key_env: key}}
+    with warnings.catch_warnings():
+        # max_restarts has no named parameter in Ray 2.60 and still travels as a remote arg.
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        return ds.map_batches(SynthWorker, fn_constructor_kwargs={"spec": spec}, batch_size=size,
+                              batch_format="pyarrow", compute=ActorPoolStrategy(size=cfg.workers), **remote)

@@ -1,0 +1,131 @@
+"""Prompts, option-letter hygiene, degenerate-output checks and row planning, on real ARC-Easy rows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from synth_support import arc_rows, with_paths
+
+from kale_ray.synth.backends.template import TemplateBackend
+from kale_ray.synth.prompts import (
+    build_messages,
+    check_rationale,
+    contains_option_letter,
+    parse_paths,
+    strip_option_letters,
+)
+from kale_ray.synth.rows import output_schema, plan_row, write_rationales
+
+CHOICES = ["dry palms", "wet palms", "palms covered with oil", "palms covered with lotion"]
+
+
+@pytest.fixture(scope="module")
+def rows(data_root):
+    return arc_rows(data_root, 8)
+
+
+def test_ki_prompt_has_question_answer_and_paths_but_no_options(rows):
+    row = with_paths(rows[0], found=True)
+    user = build_messages(row, ki=True)[1]["content"]
+    assert row["question"] in user and row["gold_text"] in user
+    assert row["path_texts"][0] in user
+    for choice in row["choices"]:
+        if choice != row["gold_text"] and choice not in row["question"]:
+            assert choice not in user
+    assert "(A)" not in user and "Options" not in user
+
+
+def test_without_ki_prompt_has_no_paths(rows):
+    row = with_paths(rows[0], found=True)
+    user = build_messages(row, ki=False)[1]["content"]
+    assert row["question"] in user and row["gold_text"] in user
+    assert row["path_texts"][0] not in user and "Knowledge facts" not in user
+
+
+def test_prompt_caps_and_dedupes_paths(rows):
+    row = {**with_paths(rows[1], found=True), "path_texts": ["a is b", "a is b", "c is d", "e is f"]}
+    user = build_messages(row, ki=True, max_paths=2)[1]["content"]
+    assert user.count("- a is b") == 1 and "- c is d" in user and "e is f" not in user
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("The answer is (B) because the palms are wet.", "The answer is \"wet palms\" because"),
+    ("So option C fits best.", "So \"palms covered with oil\" fits best."),
+    ("Answer: D.", "Answer \"palms covered with lotion\"."),
+    ("B) wet hands grip less.", "wet hands grip less."),
+])
+def test_option_letters_become_option_text(text, expected):
+    cleaned = strip_option_letters(text, CHOICES)
+    assert expected in cleaned
+    assert not contains_option_letter(cleaned, len(CHOICES))
+
+
+def test_articles_and_acronyms_are_not_letters():
+    text = "A plant needs light. The answer is A plant that grows. DNA carries genes."
+    assert strip_option_letters(text, CHOICES) == text
+    assert not contains_option_letter(text, len(CHOICES))
+
+
+def test_degenerate_outputs_are_flagged():
+    assert check_rationale("", "stop", CHOICES).degenerate == "empty"
+    assert check_rationale("   ok.  ", "stop", CHOICES).degenerate == "empty"
+    looped = "Wet palms slip on the rope. " * 5
+    assert check_rationale(looped, "length", CHOICES).degenerate == "repeated"
+    cut = "Friction between the hands and the rope depends on how dry the"
+    assert check_rationale(cut, "length", CHOICES).degenerate == "cut off"
+    assert check_rationale(cut + " palms are.", "length", CHOICES).degenerate is None
+    good = check_rationale("Rationale: Dry palms give more friction, so the grip holds.", "stop", CHOICES)
+    assert good.degenerate is None and good.text.startswith("Dry palms")
+
+
+def test_plan_follows_paths_and_policy(rows):
+    found, missing = with_paths(rows[0], True), with_paths(rows[1], False)
+    assert plan_row(found, ki=True, no_path="fallback", max_paths=4).base_status == "ok"
+    assert plan_row(found, ki=True, no_path="fallback", max_paths=4).ki
+    assert not plan_row(found, ki=False, no_path="fallback", max_paths=4).ki  # the w/o-KI ablation
+    assert plan_row(missing, ki=True, no_path="fallback", max_paths=4).base_status == "fallback"
+    assert plan_row(missing, ki=True, no_path="drop", max_paths=4).base_status == "dropped"
+    empty_texts = {**found, "path_texts": []}
+    assert plan_row(empty_texts, ki=True, no_path="drop", max_paths=4).base_status == "dropped"
+
+
+def test_template_rationales_on_real_rows(rows):
+    import pyarrow as pa
+    from synth_support import PATHS_SCHEMA
+
+    table = [with_paths(r, found=i % 2 == 0) for i, r in enumerate(rows)]
+    out = write_rationales(table, TemplateBackend(4), ki=True, no_path="fallback", max_paths=4,
+                           generator={"backend": "template"})
+    assert [r["id"] for r in out] == [r["id"] for r in table]
+    for i, row in enumerate(out):
+        assert row["status"] == ("ok" if i % 2 == 0 else "fallback")
+        assert row["ki"] == (i % 2 == 0)
+        assert row["gold_text"].strip() in row["rationale"]
+        assert not contains_option_letter(row["rationale"], len(row["choices"]))
+        if row["ki"]:
+            assert row["path_texts"][0] in row["rationale"] and "Knowledge facts" in row["prompt"]
+        assert json.loads(row["generator"]) == {"backend": "template"}
+    again = write_rationales(table, TemplateBackend(4), ki=True, no_path="fallback", max_paths=4,
+                             generator={"backend": "template"})
+    assert again == out  # deterministic
+    assert pa.Table.from_pylist(out, schema=output_schema(PATHS_SCHEMA)).num_rows == len(rows)
+
+
+def test_dropped_rows_are_kept_and_labelled(rows):
+    table = [with_paths(r, found=False) for r in rows[:3]]
+    out = write_rationales(table, TemplateBackend(4), ki=True, no_path="drop", max_paths=4, generator={})
+    assert [r["status"] for r in out] == ["dropped"] * 3
+    assert all(r["rationale"] is None and r["tokens"] == 0 for r in out)
+
+
+def test_parse_paths_tolerates_bad_json():
+    assert parse_paths("not json") == [] and parse_paths(None) == []
+    assert parse_paths('[[["a", "r", "b", false]]]') == [[["a", "r", "b", False]]]
+
+
+def test_template_output_is_not_judged_for_repetition():
+    facts_text = ("unit hyponym linear unit; linear unit hyponym astronomy unit; astronomy unit hyponym light year. "
+                  * 3 + "These facts lead from the question to the answer: light-year.")
+    assert check_rationale(facts_text, "stop", CHOICES, llm=False).degenerate is None
+    assert check_rationale(facts_text, "stop", CHOICES, llm=True).degenerate == "repeated"
