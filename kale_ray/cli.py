@@ -18,6 +18,7 @@ COMMAND_MODULES: list[str] = [
     "kale_ray.commands",        # config
     "kale_ray.model.commands",  # model prepare
     "kale_ray.data.commands",   # data list/show
+    "kale_ray.train.commands",  # train
     "kale_ray.pipeline_commands",  # pipeline
 ]
 

@@ -79,14 +79,57 @@ class StepLogger:
         self.tb.close()
 
 
+def train_step(window: list[dict[str, Any]], *, method: str, tc: TrainConfig, runner: Any, frozen: Any,
+               pad_id: int, device: Any) -> dict[str, Any]:
+    """One optimizer step over `grad_accum` micro-batches, the loss divided by the GLOBAL answer-token
+    count of the window; returns the step's global means and throughput."""
+    import torch
+
+    from kale_ray.train.collate import answer_logits, collate
+    from kale_ray.train.losses import global_sum, method_sums
+
+    started = time.monotonic()
+    on = device if device.type == "cuda" else None  # gloo reduces CPU tensors
+    batches = [collate(b, pad_id, with_target=method == "ka") for b in window]
+    answer_tokens = global_sum(sum(int(b["answer_mask"].sum()) for b in batches), on)
+    lr = runner.lr()
+    sums = torch.zeros(3, dtype=torch.float64)
+    seen = 0
+    for k, batch in enumerate(batches):
+        span = batch["span"]
+        labels, mask = batch["labels"].to(device), batch["answer_mask"].to(device)
+        target_logits = None
+        if method == "ka":
+            seen += int(batch["target"]["attention_mask"].sum())
+            with torch.no_grad(), runner.autocast():
+                teacher = frozen if frozen is not None else runner.module
+                out = teacher(**_to(batch["target"], device), logits_to_keep=span + 1)
+                target_logits = answer_logits(out.logits, span)
+        seen += int(batch["student"]["attention_mask"].sum())
+        with runner.autocast():
+            out = runner.forward(**_to(batch["student"], device), logits_to_keep=span + 1)
+        part = method_sums(method, answer_logits(out.logits, span), labels, mask, target_logits,
+                           direction=tc.direction, temperature=tc.temperature, beta=tc.jsd_beta,
+                           ce_weight=tc.ce_weight)
+        runner.backward(part.loss / answer_tokens * runner.loss_scale, last=k == len(batches) - 1)
+        sums += torch.tensor([float(part.loss), float(part.kl), float(part.ce)], dtype=torch.float64)
+    runner.step()
+    totals = [global_sum(float(v), on) for v in sums]
+    tokens = global_sum(seen, on)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.monotonic() - started
+    return {"loss": totals[0] / answer_tokens, "kl": totals[1] / answer_tokens,
+            "ce": totals[2] / answer_tokens, "lr": lr, "answer_tokens": int(answer_tokens),
+            "tokens": int(tokens), "step_s": seconds, "tokens_per_s": tokens / max(seconds, 1e-9)}
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     for key, value in worker_env(config["use_gpu"]).items():
         os.environ.setdefault(key, value)
     import ray.train
     import torch
 
-    from kale_ray.train.collate import answer_logits, collate
-    from kale_ray.train.losses import global_sum, method_sums
     from kale_ray.train.runners import make_runner
 
     tc = TrainConfig.model_validate(config["train"])
@@ -128,40 +171,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
                              checkpoint_dir_name=checkpoint_dir_name(state.step))
 
-    def train_step(window: list[dict[str, Any]]) -> dict[str, Any]:
-        started = time.monotonic()
-        batches = [collate(b, config["pad_id"], with_target=method == "ka") for b in window]
-        local_answer = sum(int(b["answer_mask"].sum()) for b in batches)
-        answer_tokens = global_sum(local_answer, device if config["use_gpu"] else None)
-        lr = runner.lr()
-        sums = torch.zeros(3, dtype=torch.float64)
-        seen = 0
-        for k, batch in enumerate(batches):
-            span = batch["span"]
-            labels, mask = batch["labels"].to(device), batch["answer_mask"].to(device)
-            target_logits = None
-            if method == "ka":
-                seen += int(batch["target"]["attention_mask"].sum())
-                with torch.no_grad(), runner.autocast():
-                    teacher = frozen if frozen is not None else runner.module
-                    out = teacher(**_to(batch["target"], device), logits_to_keep=span + 1)
-                    target_logits = answer_logits(out.logits, span)
-            seen += int(batch["student"]["attention_mask"].sum())
-            with runner.autocast():
-                out = runner.forward(**_to(batch["student"], device), logits_to_keep=span + 1)
-            part = method_sums(method, answer_logits(out.logits, span), labels, mask, target_logits,
-                               direction=tc.direction, temperature=tc.temperature, beta=tc.jsd_beta,
-                               ce_weight=tc.ce_weight)
-            runner.backward(part.loss / answer_tokens * runner.loss_scale, last=k == len(batches) - 1)
-            sums += torch.tensor([float(part.loss), float(part.kl), float(part.ce)], dtype=torch.float64)
-        runner.step()
-        totals = [global_sum(float(v), device if config["use_gpu"] else None) for v in sums]
-        tokens = global_sum(seen, device if config["use_gpu"] else None)
-        seconds = time.monotonic() - started
-        return {"loss": totals[0] / answer_tokens, "kl": totals[1] / answer_tokens,
-                "ce": totals[2] / answer_tokens, "lr": lr, "answer_tokens": int(answer_tokens),
-                "tokens": int(tokens), "step_s": seconds, "tokens_per_s": tokens / max(seconds, 1e-9)}
-
     shard = ray.train.get_dataset_shard("train")
     record: dict[str, Any] = {}
     while state.step < total_steps:
@@ -176,7 +185,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             window.append(batch)
             if len(window) < tc.grad_accum:
                 continue
-            record = train_step(window)
+            record = train_step(window, method=method, tc=tc, runner=runner, frozen=frozen,
+                                pad_id=config["pad_id"], device=device)
             window = []
             state.step += 1
             record.update(step=state.step, epoch=state.epoch, method=method, workers=world,
