@@ -112,7 +112,7 @@ def train_step(window: list[dict[str, Any]], *, method: str, tc: TrainConfig, ru
                            direction=tc.direction, temperature=tc.temperature, beta=tc.jsd_beta,
                            ce_weight=tc.ce_weight)
         runner.backward(part.loss / answer_tokens * runner.loss_scale, last=k == len(batches) - 1)
-        sums += torch.tensor([float(part.loss), float(part.kl), float(part.ce)], dtype=torch.float64)
+        sums += torch.tensor([float(part.loss.detach()), float(part.kl), float(part.ce)], dtype=torch.float64)
     runner.step()
     totals = [global_sum(float(v), on) for v in sums]
     tokens = global_sum(seen, on)

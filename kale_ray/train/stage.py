@@ -120,9 +120,13 @@ def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = No
                    "model_path": model_path, "pad_id": int(pad_id), "seed": cfg.seed,
                    "use_gpu": tc.use_gpu, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
                    "export": tc.export}
-    result = build_trainer(tc, out, dataset, loop_config).fit()
-    if result.error is not None:
-        raise RuntimeError(f"train[{method}]: training failed: {result.error}") from result.error
+    try:
+        result = build_trainer(tc, out, dataset, loop_config).fit()
+        if result.error is not None:
+            raise result.error
+    except Exception as err:
+        raise RuntimeError(f"train[{method}]: training failed ({type(err).__name__}); re-run the same "
+                           f"run to resume from its last checkpoint in {out / STORAGE_NAME}: {err}") from err
     if result.checkpoint is None:
         raise RuntimeError(f"train[{method}]: training ended without a checkpoint")
 
