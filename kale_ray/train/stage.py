@@ -80,6 +80,7 @@ def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = No
         raise ConfigError(f"train: unknown method {method!r}; expected one of {', '.join(METHODS)}")
     tc = cfg.train.model_copy(update={"method": method})
     out = Path(out or cfg.stage_dir("train") / method)
+    rows = read_training_rows(method, Path(data_dir))  # bad input fails before anything is written
     key = _run_key(cfg, method, Path(data_dir))
     if is_complete(out, key):
         print(f"train[{method}]: {out} is complete for this config, skipping", flush=True)
@@ -97,7 +98,6 @@ def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = No
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    rows = read_training_rows(method, Path(data_dir))
     tokens, report = tokenize_rows(tokenizer, rows, method, tc.max_length)
     if tc.shuffle:
         tokens = _shuffled(tokens, cfg.seed)
