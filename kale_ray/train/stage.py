@@ -113,9 +113,10 @@ def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = No
 
     from kale_ray.train.trainer import build_trainer
 
-    # Materialised once: the token table is small next to the model, and each epoch's split then
-    # starts without re-reading files (the read tasks would also compete with the workers for CPUs).
-    dataset = ray.data.read_parquet(str((out / TOKENS).resolve())).materialize()
+    # From the driver's table into the object store: small next to the model, readable by workers on
+    # any node (a local path is not), and each epoch's split starts without read tasks competing with
+    # the workers for CPUs.
+    dataset = ray.data.from_arrow(tokens)
     loop_config = {"train": tc.model_dump(mode="json"), "method": method, "run_dir": str(out.resolve()),
                    "model_path": model_path, "pad_id": int(pad_id), "seed": cfg.seed,
                    "use_gpu": tc.use_gpu, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
