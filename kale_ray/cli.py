@@ -20,8 +20,10 @@ COMMAND_MODULES: list[str] = [
     "kale_ray.data.commands",   # data list/show
     "kale_ray.kg.commands",     # kg build/paths/link/extract
     "kale_ray.synth.commands",  # synth
+    "kale_ray.train.commands",  # train
+    "kale_ray.serving.commands",  # serve
+    "kale_ray.eval.commands",   # eval
     "kale_ray.pipeline_commands",  # pipeline
-    "kale_ray.serving.commands", "kale_ray.eval.commands",  # serve, eval
 ]
 
 

@@ -45,3 +45,8 @@ class TrainConfig(BaseModel):
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept per run.")
     max_failures: int = Field(2, ge=0, description="Ray Train FailureConfig retries after a worker dies.")
     log_every: int = Field(1, ge=1, description="Optimizer steps between metric lines.")
+    lr_schedule: Literal["constant", "linear", "cosine"] = Field(
+        "cosine", description="Learning rate after warm-up: constant, linear decay to 0 or cosine decay to 0.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 turns clipping off).")
+    shuffle: bool = Field(True, description="Shuffle the training rows once (seeded by the global seed) before sharding.")
+    export: bool = Field(True, description="Write final/ (plain checkpoint, LoRA merged) and adapter/ after training.")

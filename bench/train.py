@@ -1,0 +1,74 @@
+"""Seconds per optimizer step of `ka` vs `sft` on the same batches and model, measured in one run.
+
+KA adds a no-grad forward of the with-rationale view to SFT's forward+backward of the plain view, so
+the ratio should stay <= 1.4 (the paper's reviewers asked about the second pass's cost). Both methods
+run the trainer's own `train_step` (single process, the DDP runner without a process group) on real
+ARC-Easy rows with rationales, the real SmolLM2-135M-Instruct and LoRA; steps alternate ka/sft so
+machine load hits both alike. Prints the median seconds/step, tokens/s and the ratio.
+
+    PYTHONPATH=$PWD python bench/train.py [--steps 8] [--batch 4] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per method")
+    parser.add_argument("--batch", type=int, default=4, help="rows per step")
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    args = parser.parse_args()
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from kale_ray.config import load_config
+    from kale_ray.model.prepare import prepare_model
+    from kale_ray.train.collate import tokenize_rows
+    from kale_ray.train.config import TrainConfig
+    from kale_ray.train.loop import build_model, train_step
+    from kale_ray.train.runners import DDPRunner
+    from tests.train_data import arc_rows, with_rationales
+
+    cfg = load_config()
+    path = str(prepare_model("smollm2-135m-instruct"))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    rows = with_rationales(arc_rows(cfg.data_root, args.batch * 4))
+    device = torch.device(args.device)
+    total = 2 * (args.steps + 1)
+    runs = {}
+    for method in ("ka", "sft"):
+        tc = TrainConfig(method=method, lr=1e-4, lr_schedule="constant", max_length=args.max_length,
+                         micro_batch_size=args.batch, precision=args.precision, strategy="ddp")
+        tokens, _ = tokenize_rows(tokenizer, rows, method, args.max_length)
+        batches = [tokens.slice(i * args.batch, args.batch).to_pydict() for i in range(4)]
+        torch.manual_seed(0)
+        runner = DDPRunner(build_model(path, tc), tc, total, 1, device)
+        runs[method] = (tc, runner, batches)
+    times: dict[str, list[float]] = {"ka": [], "sft": []}
+    tokens_s: dict[str, list[float]] = {"ka": [], "sft": []}
+    for step in range(args.steps + 1):
+        for method, (tc, runner, batches) in runs.items():
+            t0 = time.perf_counter()
+            rec = train_step([batches[step % 4]], method=method, tc=tc, runner=runner, frozen=None,
+                             pad_id=tokenizer.pad_token_id, device=device)
+            if step:  # the first step of each warms up
+                times[method].append(time.perf_counter() - t0)
+                tokens_s[method].append(rec["tokens_per_s"])
+    result = {m: {"s_per_step": statistics.median(times[m]), "tokens_per_s": statistics.median(tokens_s[m])}
+              for m in times}
+    result["ratio_ka_over_sft"] = result["ka"]["s_per_step"] / result["sft"]["s_per_step"]
+    result["setup"] = {"steps": args.steps, "batch": args.batch, "max_length": args.max_length,
+                       "device": args.device, "precision": args.precision, "threads": torch.get_num_threads()}
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

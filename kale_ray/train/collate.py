@@ -1,0 +1,166 @@
+"""Tokenising the two views of an example and padding them so the answer positions line up.
+
+Both views end with the same answer tokens (tokenised once, on their own), so with LEFT padding the
+answer occupies the last `answer_len` positions of every row of either view: the logits that predict
+it are `logits[:, -A-1:-1]` in both, whatever the prompt lengths. Truncation never touches the answer:
+the rationale is cut first (from its end), then the prompt loses its oldest tokens; a row whose answer
+alone does not fit is dropped. Every such event is counted for the stage's manifest.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from kale_ray.data.format import answer_text, prompt_text
+
+METHODS = ("ka", "sft", "ce-rationale")
+TRAINABLE_STATUS = ("ok", "fallback")
+
+TOKEN_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("student_ids", pa.list_(pa.int32())),  # prompt + answer, the trained view
+    ("target_ids", pa.list_(pa.int32())),   # prompt' + answer (ka only; empty otherwise)
+    ("answer_len", pa.int32()),
+])
+
+
+@dataclass
+class TokenReport:
+    """What tokenisation kept, cut and dropped."""
+
+    rows_in: int = 0
+    rows_used: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"rows_in": self.rows_in, "rows_used": self.rows_used, **dict(sorted(self.counts.items()))}
+
+
+@dataclass
+class View:
+    ids: list[int]
+    rationale_truncated: bool = False
+    prompt_truncated: bool = False
+
+
+class AnswerTooLong(ValueError):
+    """The answer alone leaves no room for a prompt token within max_length."""
+
+
+def encode_view(tokenizer: Any, question: str, answer_ids: list[int], max_length: int,
+                rationale: str | None = None) -> View:
+    """prompt (+ rationale) + answer in at most max_length tokens, cutting the rationale first."""
+    budget = max_length - len(answer_ids)
+    if budget < 1:
+        raise AnswerTooLong(f"answer has {len(answer_ids)} tokens, max_length is {max_length}")
+    prompt = prompt_text(question, rationale)
+    enc = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
+    ids: list[int] = list(enc["input_ids"])
+    view = View(ids)
+    if len(ids) > budget and rationale and rationale.strip():
+        start = prompt.index(rationale.strip())
+        end = start + len(rationale.strip())
+        inside = [i for i, (a, b) in enumerate(enc["offset_mapping"]) if a < end and b > start]
+        cut = min(len(ids) - budget, len(inside))
+        last = inside[-1] + 1
+        ids = ids[: last - cut] + ids[last:]
+        view.rationale_truncated = True
+    if len(ids) > budget:
+        ids = ids[len(ids) - budget:]
+        view.prompt_truncated = True
+    view.ids = ids + list(answer_ids)
+    return view
+
+
+def tokenize_rows(tokenizer: Any, table: pa.Table, method: str, max_length: int) -> tuple[pa.Table, TokenReport]:
+    """Rows (SCHEMA columns, plus `rationale`/`status` for ka and ce-rationale) -> TOKEN_SCHEMA rows.
+
+    sft: question -> answer. ka: student = question -> answer, target = question + rationale -> answer.
+    ce-rationale (the w/o-KA ablation): CE on the answer given the with-rationale prompt.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    needs_rationale = method != "sft"
+    report = TokenReport()
+    out: dict[str, list[Any]] = {name: [] for name in TOKEN_SCHEMA.names}
+    for row in table.to_pylist():
+        report.rows_in += 1
+        rationale = row.get("rationale") if needs_rationale else None
+        if needs_rationale:
+            status = row.get("status", "ok")
+            if status not in TRAINABLE_STATUS:
+                report.counts[f"skipped_status_{status}"] += 1
+                continue
+            if not rationale or not str(rationale).strip():
+                report.counts["skipped_no_rationale"] += 1
+                continue
+        answer_ids = list(tokenizer(answer_text(row["gold_text"]), add_special_tokens=False)["input_ids"])
+        if not answer_ids:
+            report.counts["skipped_empty_answer"] += 1
+            continue
+        try:
+            if method == "ka":
+                student = encode_view(tokenizer, row["question"], answer_ids, max_length)
+                target = encode_view(tokenizer, row["question"], answer_ids, max_length, rationale)
+            else:
+                student = encode_view(tokenizer, row["question"], answer_ids, max_length, rationale)
+                target = None
+        except AnswerTooLong:
+            report.counts["dropped_answer_too_long"] += 1
+            continue
+        views = [v for v in (student, target) if v is not None]
+        if any(v.rationale_truncated for v in views):
+            report.counts["rationale_truncated"] += 1
+        if any(v.prompt_truncated for v in views):
+            report.counts["prompt_truncated"] += 1
+        out["id"].append(row["id"])
+        out["student_ids"].append(student.ids)
+        out["target_ids"].append(target.ids if target else [])
+        out["answer_len"].append(len(answer_ids))
+        report.rows_used += 1
+    return pa.Table.from_pydict(out, schema=TOKEN_SCHEMA), report
+
+
+def left_pad(sequences: list[list[int]], pad_id: int) -> dict[str, Any]:
+    """input_ids, attention_mask and position_ids (counted from each row's first real token)."""
+    import torch
+
+    length = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        if seq:
+            ids[i, length - len(seq):] = torch.as_tensor(seq, dtype=torch.long)
+            mask[i, length - len(seq):] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
+
+
+def collate(batch: dict[str, Any], pad_id: int, with_target: bool) -> dict[str, Any]:
+    """A batch of TOKEN_SCHEMA rows -> padded views plus `labels`/`answer_mask` of shape [B, A].
+
+    labels[:, j] is predicted by logits[:, -A-1+j] of either view (see `answer_logits`).
+    """
+    import torch
+
+    answer_len = [int(n) for n in batch["answer_len"]]
+    span = max(answer_len)
+    student = left_pad([list(map(int, s)) for s in batch["student_ids"]], pad_id)
+    labels = student["input_ids"][:, -span:].clone()
+    mask = torch.zeros_like(labels, dtype=torch.bool)
+    for i, n in enumerate(answer_len):
+        mask[i, span - n:] = True
+    result = {"student": student, "labels": labels, "answer_mask": mask, "span": span}
+    if with_target:
+        target = left_pad([list(map(int, s)) for s in batch["target_ids"]], pad_id)
+        result["target"] = target
+    return result
+
+
+def answer_logits(logits: Any, span: int) -> Any:
+    """The logits that predict the last `span` tokens of a left-padded batch."""
+    return logits[:, -span - 1:-1]

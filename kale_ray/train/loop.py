@@ -1,0 +1,206 @@
+"""The function every Ray Train worker runs: one trainer for ka, sft and ce-rationale.
+
+Per optimizer step a worker takes `grad_accum` micro-batches of its dataset shard, all-reduces their
+answer-token count, and divides every micro-batch's loss sum by that GLOBAL count (times the world
+size, which the data-parallel averaging divides out again). The target view of `ka` runs under
+no-grad: through the same model (`live`) or a frozen copy of the initial one (`frozen`).
+Heavy imports (torch, transformers, peft, deepspeed) happen here, inside the worker.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from kale_ray.train.checkpoint import EXPORT_DIR, TrainState, checkpoint_dir_name, read_state, write_state
+from kale_ray.train.config import TrainConfig
+
+
+def worker_env(use_gpu: bool) -> dict[str, str]:
+    """Environment DeepSpeed needs before import: the accelerator, and no op builds."""
+    return {"DS_ACCELERATOR": "cuda" if use_gpu else "cpu", "DS_BUILD_OPS": "0"}
+
+
+def build_model(path: str, tc: TrainConfig, trainable: bool = True) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if (tc.precision == "bf16" and not trainable) else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    model.config.use_cache = False
+    if not trainable:
+        model.eval()
+        model.requires_grad_(False)
+        return model
+    if tc.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(
+            r=tc.lora_r, lora_alpha=tc.lora_alpha, lora_dropout=tc.lora_dropout,
+            target_modules=list(tc.lora_targets), task_type="CAUSAL_LM"))
+    return model
+
+
+def _to(inputs: dict[str, Any], device: Any) -> dict[str, Any]:
+    return {k: v.to(device) for k, v in inputs.items()}
+
+
+class StepLogger:
+    """Rank 0's metrics.jsonl, TensorBoard events and progress lines."""
+
+    def __init__(self, run_dir: Path, method: str, total_steps: int, start_step: int) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        from kale_ray.progress import MetricsWriter
+
+        self.metrics = MetricsWriter(run_dir / "metrics.jsonl")
+        self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        self.method, self.total, self.start_step = method, total_steps, start_step
+        self.start = time.monotonic()
+
+    def log(self, record: dict[str, Any]) -> None:
+        from kale_ray.progress import format_seconds
+
+        self.metrics.write(record)
+        step = record["step"]
+        for key in ("loss", "kl", "ce", "tokens_per_s", "lr"):
+            self.tb.add_scalar(f"train/{key}", record[key], step)
+        self.tb.flush()
+        done = step - self.start_step
+        eta = (time.monotonic() - self.start) / max(done, 1) * (self.total - step)
+        print(f"train[{self.method}]: step {step}/{self.total} loss {record['loss']:.4f} kl {record['kl']:.4f} "
+              f"ce {record['ce']:.4f} lr {record['lr']:.2e} {record['tokens_per_s']:.0f} tokens/s "
+              f"ETA {format_seconds(eta)}", flush=True)
+
+    def close(self) -> None:
+        self.tb.close()
+
+
+def train_step(window: list[dict[str, Any]], *, method: str, tc: TrainConfig, runner: Any, frozen: Any,
+               pad_id: int, device: Any) -> dict[str, Any]:
+    """One optimizer step over `grad_accum` micro-batches, the loss divided by the GLOBAL answer-token
+    count of the window; returns the step's global means and throughput."""
+    import torch
+
+    from kale_ray.train.collate import answer_logits, collate
+    from kale_ray.train.losses import global_sum, method_sums
+
+    started = time.monotonic()
+    on = device if device.type == "cuda" else None  # gloo reduces CPU tensors
+    batches = [collate(b, pad_id, with_target=method == "ka") for b in window]
+    answer_tokens = global_sum(sum(int(b["answer_mask"].sum()) for b in batches), on)
+    lr = runner.lr()
+    sums = torch.zeros(3, dtype=torch.float64)
+    seen = 0
+    for k, batch in enumerate(batches):
+        span = batch["span"]
+        labels, mask = batch["labels"].to(device), batch["answer_mask"].to(device)
+        target_logits = None
+        if method == "ka":
+            seen += int(batch["target"]["attention_mask"].sum())
+            with torch.no_grad(), runner.autocast():
+                teacher = frozen if frozen is not None else runner.module
+                out = teacher(**_to(batch["target"], device), logits_to_keep=span + 1)
+                target_logits = answer_logits(out.logits, span)
+        seen += int(batch["student"]["attention_mask"].sum())
+        with runner.autocast():
+            out = runner.forward(**_to(batch["student"], device), logits_to_keep=span + 1)
+        part = method_sums(method, answer_logits(out.logits, span), labels, mask, target_logits,
+                           direction=tc.direction, temperature=tc.temperature, beta=tc.jsd_beta,
+                           ce_weight=tc.ce_weight)
+        runner.backward(part.loss / answer_tokens * runner.loss_scale, last=k == len(batches) - 1)
+        sums += torch.tensor([float(part.loss.detach()), float(part.kl), float(part.ce)], dtype=torch.float64)
+    runner.step()
+    totals = [global_sum(float(v), on) for v in sums]
+    tokens = global_sum(seen, on)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.monotonic() - started
+    return {"loss": totals[0] / answer_tokens, "kl": totals[1] / answer_tokens,
+            "ce": totals[2] / answer_tokens, "lr": lr, "answer_tokens": int(answer_tokens),
+            "tokens": int(tokens), "step_s": seconds, "tokens_per_s": tokens / max(seconds, 1e-9)}
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    for key, value in worker_env(config["use_gpu"]).items():
+        os.environ.setdefault(key, value)
+    import ray.train
+    import torch
+
+    from kale_ray.train.runners import make_runner
+
+    tc = TrainConfig.model_validate(config["train"])
+    method, run_dir = config["method"], Path(config["run_dir"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device() if config["use_gpu"] else torch.device("cpu")
+    total_steps, steps_per_epoch = config["total_steps"], config["steps_per_epoch"]
+
+    torch.manual_seed(config["seed"])
+    model = build_model(config["model_path"], tc)
+    frozen = None
+    if method == "ka" and tc.target == "frozen":
+        frozen = build_model(config["model_path"], tc, trainable=False).to(device)
+    runner = make_runner(model, tc, total_steps, world, device)
+
+    state = TrainState(total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+    resumed_from = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            saved = read_state(Path(directory))
+            runner.load(Path(directory))
+        state.step, state.attempt, resumed_from = saved.step, saved.attempt + 1, saved.step
+        if rank == 0:
+            print(f"train[{method}]: resumed from the checkpoint of step {saved.step}", flush=True)
+    logger = StepLogger(run_dir, method, total_steps, state.step) if rank == 0 else None
+
+    def save(final: bool, metrics: dict[str, Any]) -> None:
+        state.final = final
+        with tempfile.TemporaryDirectory(prefix="kale-ckpt-") as tmp:
+            runner.save(Path(tmp))
+            if final and config["export"]:
+                with runner.gathered():
+                    if rank == 0:
+                        runner.module.save_pretrained(Path(tmp) / EXPORT_DIR, safe_serialization=True)
+            if rank == 0:
+                write_state(Path(tmp), state)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                             checkpoint_dir_name=checkpoint_dir_name(state.step))
+
+    shard = ray.train.get_dataset_shard("train")
+    record: dict[str, Any] = {}
+    while state.step < total_steps:
+        before = state.step
+        state.epoch = state.step // steps_per_epoch
+        skip = state.micro_batches_to_skip(tc.grad_accum)
+        window: list[dict[str, Any]] = []
+        for index, batch in enumerate(shard.iter_batches(batch_size=tc.micro_batch_size, batch_format="numpy",
+                                                         drop_last=True)):
+            if index < skip:
+                continue
+            window.append(batch)
+            if len(window) < tc.grad_accum:
+                continue
+            record = train_step(window, method=method, tc=tc, runner=runner, frozen=frozen,
+                                pad_id=config["pad_id"], device=device)
+            window = []
+            state.step += 1
+            record.update(step=state.step, epoch=state.epoch, method=method, workers=world,
+                          resumed_from=resumed_from)
+            if logger and (state.step % tc.log_every == 0 or state.step == total_steps):
+                logger.log(record)
+            if state.step == total_steps:
+                break
+            if state.step % tc.checkpoint_every == 0:
+                save(False, {k: record[k] for k in ("step", "loss")})
+            if state.step % steps_per_epoch == 0:
+                break
+        if state.step == before:
+            raise RuntimeError(f"worker {rank}: its data shard did not fill one optimizer step")
+    save(True, {k: record.get(k, 0.0) for k in ("step", "loss")} | {"step": state.step})
+    if logger:
+        logger.close()

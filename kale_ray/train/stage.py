@@ -1,0 +1,159 @@
+"""The train stage: tokenise the rows, run Ray Train, export, plot, write the manifest.
+
+`<workdir>/<run>/train/<method>/` holds everything of one method's run. A re-run with the same
+config skips a complete run and resumes an interrupted one from its last Ray Train checkpoint; a
+run directory left by a different config is cleared first, so a checkpoint never crosses configs.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from kale_ray.artifacts import Manifest, atomic_write_json, atomic_write_parquet, is_complete, read_parts
+from kale_ray.config import ConfigError
+from kale_ray.train.collate import METHODS, tokenize_rows
+from kale_ray.train.trainer import STORAGE_NAME
+
+TOKENS = "tokens.parquet"
+RUN_KEY = "run_key.json"
+
+
+def read_training_rows(method: str, data_dir: Path) -> pa.Table:
+    """sft: the data stage's train.parquet; ka and ce-rationale: a rationales artifact's parts."""
+    data_dir = Path(data_dir)
+    if method == "sft":
+        path = data_dir / "train.parquet"
+        if not path.is_file():
+            raise ConfigError(f"train sft: {path} not found (give the data stage's directory)")
+        return pq.read_table(path)
+    try:
+        table = read_parts(data_dir)
+    except FileNotFoundError as err:
+        raise ConfigError(f"train {method}: {data_dir} is not a rationales artifact ({err})") from None
+    missing = {"question", "gold_text", "rationale", "status"} - set(table.column_names)
+    if missing:
+        raise ConfigError(f"train {method}: {data_dir} lacks columns {sorted(missing)}")
+    return table
+
+
+def plan_steps(rows: int, workers: int, micro_batch: int, grad_accum: int, epochs: int,
+               max_steps: int | None) -> tuple[int, int]:
+    """(steps_per_epoch, total_steps). Every worker gets rows // workers rows (an equal split)."""
+    per_step = micro_batch * grad_accum
+    steps_per_epoch = (rows // workers) // per_step
+    if steps_per_epoch < 1:
+        raise ConfigError(f"train: {rows} usable rows cannot fill one step of {workers} workers x "
+                          f"{micro_batch} rows x {grad_accum} accumulation steps")
+    return steps_per_epoch, max_steps or epochs * steps_per_epoch
+
+
+def _shuffled(table: pa.Table, seed: int) -> pa.Table:
+    order = list(range(table.num_rows))
+    random.Random(seed).shuffle(order)
+    return table.take(pa.array(order, pa.int64()))
+
+
+def _run_key(cfg: Any, method: str, data_dir: Path) -> str:
+    source = Manifest.read(data_dir)
+    inputs = {"method": method, "data": str(Path(data_dir).resolve()),
+              "data_hash": source.config_hash if source else None,
+              "data_files": source.files if source else None}
+    import hashlib
+
+    base = cfg.section_hash("train", "model", "seed")
+    return hashlib.sha256(json.dumps([base, inputs], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = None) -> Path:  # noqa: C901
+    from kale_ray.model.prepare import resolve_model
+    from kale_ray.ray_utils import init_ray
+
+    if method not in METHODS:
+        raise ConfigError(f"train: unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    tc = cfg.train.model_copy(update={"method": method})
+    out = Path(out or cfg.stage_dir("train") / method)
+    rows = read_training_rows(method, Path(data_dir))  # bad input fails before anything is written
+    key = _run_key(cfg, method, Path(data_dir))
+    if is_complete(out, key):
+        print(f"train[{method}]: {out} is complete for this config, skipping", flush=True)
+        return out
+    key_file = out / RUN_KEY
+    if key_file.is_file() and json.loads(key_file.read_text()).get("key") != key:
+        print(f"train[{method}]: {out} holds a run of another config; starting afresh", flush=True)
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(key_file, {"key": key})
+
+    started = time.monotonic()
+    model_path = resolve_model(cfg.model.name_or_path, cfg.model.cache_dir)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    tokens, report = tokenize_rows(tokenizer, rows, method, tc.max_length)
+    if tc.shuffle:
+        tokens = _shuffled(tokens, cfg.seed)
+    atomic_write_parquet(out / TOKENS, tokens)
+    steps_per_epoch, total_steps = plan_steps(tokens.num_rows, tc.workers, tc.micro_batch_size, tc.grad_accum,
+                                              tc.epochs, tc.max_steps)
+    print(f"train[{method}]: {report.rows_used}/{report.rows_in} rows usable "
+          f"({json.dumps(report.as_dict())}); {total_steps} steps of {tc.workers} workers x "
+          f"{tc.micro_batch_size} x {tc.grad_accum}", flush=True)
+
+    init_ray(cfg.ray)
+    import ray.data
+
+    from kale_ray.train.trainer import build_trainer
+
+    # From the driver's table into the object store: small next to the model, readable by workers on
+    # any node (a local path is not), and each epoch's split starts without read tasks competing with
+    # the workers for CPUs.
+    dataset = ray.data.from_arrow(tokens)
+    loop_config = {"train": tc.model_dump(mode="json"), "method": method, "run_dir": str(out.resolve()),
+                   "model_path": model_path, "pad_id": int(pad_id), "seed": cfg.seed,
+                   "use_gpu": tc.use_gpu, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
+                   "export": tc.export}
+    try:
+        result = build_trainer(tc, out, dataset, loop_config).fit()
+        if result.error is not None:
+            raise result.error
+    except Exception as err:
+        raise RuntimeError(f"train[{method}]: training failed ({type(err).__name__}); re-run the same "
+                           f"run to resume from its last checkpoint in {out / STORAGE_NAME}: {err}") from err
+    if result.checkpoint is None:
+        raise RuntimeError(f"train[{method}]: training ended without a checkpoint")
+
+    from kale_ray.train.checkpoint import read_state
+    from kale_ray.train.plot import plot_losses
+
+    written: dict[str, str] = {}
+    with result.checkpoint.as_directory() as ckpt:
+        state = read_state(Path(ckpt))
+        if not state.final or state.step != total_steps:
+            raise RuntimeError(f"train[{method}]: last checkpoint is step {state.step}, expected the final "
+                               f"step {total_steps}")
+        if tc.export:
+            from kale_ray.train.export import export_final
+
+            written = export_final(Path(ckpt), model_path, out, tc.lora)
+    plot_losses(out / "metrics.jsonl", out / "loss.png", f"{cfg.run_name}: {method}")
+    seconds = time.monotonic() - started
+    hashed = [p for p in (out / "final", out / "adapter") if p.is_dir()]
+    files = sorted(f for d in hashed for f in d.rglob("*") if f.is_file())
+    files += [out / TOKENS, out / "loss.png"]
+    Manifest(stage="train", config_hash=key, config=tc.model_dump(mode="json"),
+             inputs={"method": method, "data_dir": str(data_dir), "model": model_path},
+             counts={**report.as_dict(), "steps": total_steps, "steps_per_epoch": steps_per_epoch},
+             extra={"seconds": round(seconds, 2), "written": written,
+                    "checkpoint": result.checkpoint.path, "storage": str(out / STORAGE_NAME),
+                    "last_loss": (result.metrics or {}).get("loss")}).write(out, files)
+    print(f"train[{method}]: done in {seconds:.0f} s -> {out}", flush=True)
+    return out
