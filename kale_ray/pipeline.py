@@ -1,7 +1,8 @@
-"""The end-to-end pipeline: each stage skipped when its artifact is complete for the same config.
+"""The end-to-end pipeline: model -> data -> KG -> paths -> rationales -> train each method -> eval.
 
-Stages run in order and record their wall time in `<run>/pipeline.json`, so a re-run after a crash
-resumes at the first incomplete stage.
+Every stage skips itself when its artifact is complete for the same config (content hash), so a
+pipeline re-run (or a re-submitted job whose driver died) resumes at the first incomplete stage.
+Wall time per stage goes to `<run>/pipeline.json`.
 """
 
 from __future__ import annotations
@@ -12,41 +13,91 @@ from pathlib import Path
 from typing import Any
 
 from kale_ray.artifacts import atomic_write_json
+from kale_ray.config import ConfigError
 from kale_ray.progress import format_seconds
 
+# Pipeline method -> (trainer method, training data). `ka-noki` is KALE w/o KI (rationales written
+# without KG paths); `ce-rationale` is KALE w/o KA. Vanilla is the untrained base model.
+METHODS: dict[str, tuple[str, str]] = {
+    "sft": ("sft", "data"),
+    "ka": ("ka", "synth"),
+    "ka-noki": ("ka", "synth-noki"),
+    "ce-rationale": ("ce-rationale", "synth"),
+}
+# Display names; they also name result directories, so no "/" (the paper's "w/o KI" is "no KI").
+LABELS = {"vanilla": "Vanilla", "sft": "SFT", "ka": "KALE", "ka-noki": "KALE (no KI)",
+          "ce-rationale": "KALE (no KA)"}
 
-def _stage_model(cfg) -> Any:  # noqa: ANN001
-    from kale_ray.model.prepare import resolve_model
 
-    return resolve_model(cfg.model.name_or_path, cfg.model.cache_dir)
+class Pipeline:
+    """Runs stages in order, timing each and recording the result after each one."""
 
+    def __init__(self, cfg) -> None:  # noqa: ANN001 (KaleConfig)
+        self.cfg = cfg
+        self.run_dir = Path(cfg.workdir) / cfg.run_name
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.record: dict[str, Any] = {"run": cfg.run_name, "stages": {}}
+        self.start = time.monotonic()
 
-def _stage_data(cfg) -> Any:  # noqa: ANN001
-    from kale_ray.data.stage import run_data_stage
+    def stage(self, name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.monotonic()
+        print(f"pipeline: stage {name} ...", flush=True)
+        result = fn()
+        seconds = time.monotonic() - t0
+        self.record["stages"][name] = {"seconds": round(seconds, 2), "result": str(result)}
+        atomic_write_json(self.run_dir / "pipeline.json", self.record)
+        print(f"pipeline: stage {name} done in {format_seconds(seconds)} -> {result}", flush=True)
+        return result
 
-    return run_data_stage(cfg)
-
-
-STAGES: list[tuple[str, Callable[[Any], Any]]] = [
-    ("model", _stage_model),
-    ("data", _stage_data),
-]
+    def finish(self) -> dict[str, Any]:
+        self.record["seconds"] = round(time.monotonic() - self.start, 2)
+        atomic_write_json(self.run_dir / "pipeline.json", self.record)
+        print(f"pipeline: finished in {format_seconds(self.record['seconds'])}; artifacts in {self.run_dir}",
+              flush=True)
+        return self.record
 
 
 def run_pipeline(cfg) -> dict[str, Any]:  # noqa: ANN001 (KaleConfig)
-    run_dir = Path(cfg.workdir) / cfg.run_name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    record: dict[str, Any] = {"run": cfg.run_name, "stages": {}}
-    start = time.monotonic()
-    for name, fn in STAGES:
-        t0 = time.monotonic()
-        print(f"pipeline: stage {name} ...", flush=True)
-        result = fn(cfg)
-        seconds = time.monotonic() - t0
-        record["stages"][name] = {"seconds": round(seconds, 2), "result": str(result)}
-        print(f"pipeline: stage {name} done in {format_seconds(seconds)} -> {result}", flush=True)
-        atomic_write_json(run_dir / "pipeline.json", record)
-    record["seconds"] = round(time.monotonic() - start, 2)
-    atomic_write_json(run_dir / "pipeline.json", record)
-    print(f"pipeline: finished in {format_seconds(record['seconds'])}; artifacts in {run_dir}", flush=True)
-    return record
+    from kale_ray.data.stage import read_split, run_data_stage
+    from kale_ray.eval.run import run_eval
+    from kale_ray.kg.extract import run_paths_stage
+    from kale_ray.kg.stage import run_kg_stage
+    from kale_ray.model.prepare import resolve_model
+    from kale_ray.ray_utils import init_ray
+    from kale_ray.synth.stage import run_synth_stage
+    from kale_ray.train.stage import run_train_stage
+
+    unknown = [m for m in cfg.train.methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"train.methods: unknown {unknown}; choose from {', '.join(METHODS)}")
+    init_ray(cfg.ray)
+    p = Pipeline(cfg)
+    model = p.stage("model", lambda: resolve_model(cfg.model.name_or_path, cfg.model.cache_dir))
+    data_dir = p.stage("data", lambda: run_data_stage(cfg))
+    train_rows, test_rows = read_split(data_dir, "train"), read_split(data_dir, "test")
+    sources: dict[str, Path] = {"data": data_dir}
+    needs = {METHODS[m][1] for m in cfg.train.methods}
+    if needs & {"synth", "synth-noki"} or cfg.eval.known_incorrect:
+        kg_dir = p.stage("kg", lambda: run_kg_stage(cfg))
+    if needs & {"synth", "synth-noki"}:
+        paths_dir = p.stage("paths", lambda: run_paths_stage(cfg, train_rows, kg_dir, cfg.stage_dir("paths")))
+        for name, ki in (("synth", True), ("synth-noki", False)):
+            if name in needs:
+                stage_cfg = cfg.model_copy(update={"synth": cfg.synth.model_copy(update={"ki": ki})})
+                sources[name] = p.stage(name, lambda c=stage_cfg, n=name: run_synth_stage(
+                    c, paths_dir, cfg.stage_dir(n)))
+    models = {"vanilla": model}
+    for method in cfg.train.methods:
+        trainer_method, source = METHODS[method]
+        run_dir = p.stage(f"train-{method}", lambda m=trainer_method, s=source, n=method: run_train_stage(
+            cfg, m, sources[s], cfg.stage_dir("train") / n))
+        models[method] = str(Path(run_dir) / "final")
+    probes = None
+    if cfg.eval.known_incorrect:
+        probes = p.stage("paths-test", lambda: run_paths_stage(cfg, test_rows, kg_dir, cfg.stage_dir("paths-test")))
+    results = p.stage("eval", lambda: run_eval(cfg, {LABELS[m]: s for m, s in models.items()},
+                                               cfg.stage_dir("results"), rows=test_rows, probes=probes))
+    p.record["results"] = str(results)
+    print(f"pipeline: results table {Path(results) / 'table.md'}, chart {Path(results) / 'chart.png'}",
+          flush=True)
+    return p.finish()
