@@ -1,12 +1,9 @@
-"""What every job shares: argument parsing, environment defaults, connecting to Ray."""
+"""What every job shares: environment defaults, then the matching `kale-ray <stage>` command."""
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Sequence
-
-from kale_ray.config import KaleConfig, load_config
 
 # Defaults only: a value given through `--runtime-env-json '{"env_vars": {...}}'` or the shell wins.
 ENV_DEFAULTS = {
@@ -17,19 +14,16 @@ ENV_DEFAULTS = {
 }
 
 
-def job_config(name: str, argv: Sequence[str] | None) -> KaleConfig:
-    """Parse `--config FILE key=value ...`, set environment defaults and connect to Ray.
+def run_stage(stage: str, argv: Sequence[str] | None) -> int:
+    """`python -m jobs.<name> ARGS` == `kale-ray <stage> ARGS`, with the environment defaults set.
 
-    The driver asks for no GPU itself: GPU work runs in the actors and train workers it starts.
+    Under `ray job submit`, RAY_ADDRESS points the stage at the job's cluster; the driver itself
+    asks for no GPU (GPU work runs in the actors and train workers the stage starts).
     """
-    parser = argparse.ArgumentParser(prog=f"python -m jobs.{name}")
-    parser.add_argument("--config", "-c", default=None, help="YAML config file")
-    parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="dotted config overrides")
-    args = parser.parse_args(argv)
+    import sys
+
+    from kale_ray.cli import main
+
     for key, value in ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
-    cfg = load_config(args.config, args.overrides)
-    from kale_ray.ray_utils import init_ray
-
-    init_ray(cfg.ray)
-    return cfg
+    return main([stage, *(sys.argv[1:] if argv is None else argv)])

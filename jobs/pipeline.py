@@ -1,19 +1,19 @@
-"""The end-to-end pipeline as a Ray job; re-submitting after a crash finishes the remaining work."""
+"""Ray job: the whole pipeline (resumes at the first incomplete stage).
 
-from __future__ import annotations
+`python -m jobs.pipeline --config FILE [...]`, the same under
+`ray job submit --working-dir . -- python -m jobs.pipeline ...`, or `jobs.pipeline.main([...])`;
+the arguments are those of `kale-ray pipeline`.
+"""
 
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-from jobs.common import job_config
+from jobs.common import run_stage
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    from kale_ray.pipeline import run_pipeline
-
-    return run_pipeline(job_config("pipeline", argv))
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_stage("pipeline", argv)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main())

@@ -1,12 +1,19 @@
-"""Ray job entry of the train stage: `python -m jobs.train --config X [--method ka] [key=value ...]`.
+"""Ray job: one method's KA / SFT / w/o-KA fine-tuning run.
 
-Works the same under `ray job submit --working-dir . -- python -m jobs.train ...` (init_ray joins
-the job's cluster through RAY_ADDRESS).
+`python -m jobs.train --config FILE [...]`, the same under
+`ray job submit --working-dir . -- python -m jobs.train ...`, or `jobs.train.main([...])`;
+the arguments are those of `kale-ray train`.
 """
 
 import sys
+from collections.abc import Sequence
 
-from kale_ray.train.commands import main
+from jobs.common import run_stage
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_stage("train", argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

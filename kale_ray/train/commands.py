@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Sequence
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,16 +37,3 @@ def run(args: argparse.Namespace) -> int:
     print(out)
     return 0
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The same command without the `kale-ray` front, for `python -m jobs.train`."""
-    from kale_ray.config import ConfigError
-
-    parser = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except ConfigError as err:
-        print(f"jobs.train: {err}", file=sys.stderr)
-        return 2

@@ -43,3 +43,23 @@ def test_data_stage_is_skipped_when_complete(tmp_path, capsys):
     assert read_split(out, "train").num_rows == 5 and read_split(out, "test").num_rows == 7
     run_data_stage(cfg)
     assert "skipping" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("job, stage", [("pipeline", "pipeline"), ("synthesize", "synth"),
+                                        ("train", "train"), ("evaluate", "eval")])
+def test_jobs_are_the_stage_commands(job, stage, capsys):
+    """`python -m jobs.<job>` takes exactly `kale-ray <stage>`'s arguments (one parser per stage)."""
+    import importlib
+
+    module = importlib.import_module(f"jobs.{job}")
+    with pytest.raises(SystemExit) as done:
+        module.main(["--help"])
+    assert done.value.code == 0
+    assert f"usage: kale-ray {stage}" in capsys.readouterr().out
+
+
+def test_job_reports_config_errors_as_exit_2(capsys):
+    from jobs.pipeline import main as pipeline_job
+
+    assert pipeline_job(["train.lr=abc"]) == 2
+    assert "train.lr" in capsys.readouterr().err
