@@ -1,1 +1,1 @@
-"""synth"""
+"""KI rationale synthesis (METHOD.md, Stage 1, step 3): paths artifact -> prompts -> writers on Ray Data."""

@@ -103,14 +103,14 @@ def test_a_timeout_is_retried_then_an_error_row(server, data_root):
 
 def test_server_down_then_rerun_with_retry_errors(ray_local, tmp_path, data_root, server):
     """Rows that failed while the server was down are counted; a re-run with retry_errors writes them."""
-    paths_dir = write_paths_artifact(tmp_path / "paths", arc_rows(data_root, 4))
+    paths_dir = write_paths_artifact(tmp_path / "paths", arc_rows(data_root, 2))
     common = ["synth.backend=openai", f"synth.model={server['model']}", "synth.max_new_tokens=8"]
     down = synth_config(tmp_path, data_root, *common, f"synth.endpoint=http://127.0.0.1:{_free_port()}/v1",
                         "synth.max_retries=1", "synth.retry_backoff_s=0.05")
     out = run_synth_stage(down, paths_dir, tmp_path / "synth")
-    assert Manifest.read(out).counts["error"] == 4
+    assert Manifest.read(out).counts["error"] == 2
     up = synth_config(tmp_path, data_root, *common, f"synth.endpoint={server['endpoint']}", "synth.retry_errors=true")
     run_synth_stage(up, paths_dir, out)
     counts = Manifest.read(out).counts
-    assert counts["error"] == 0 and counts["generated"] == 4 and counts["rows"] == 4
-    assert len(set(read_parts(out).column("id").to_pylist())) == 4
+    assert counts["error"] == 0 and counts["generated"] == 2 and counts["rows"] == 2
+    assert len(set(read_parts(out).column("id").to_pylist())) == 2
