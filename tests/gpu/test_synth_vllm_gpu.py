@@ -8,10 +8,10 @@ import importlib.util
 import json
 
 import pytest
-from synth_support import arc_rows, synth_config, write_paths_artifact
 
 from kale_ray.artifacts import Manifest, read_parts
 from kale_ray.synth.stage import run_synth_stage
+from tests.synth_support import arc_rows, synth_config, write_paths_artifact
 
 pytestmark = [pytest.mark.gpu, pytest.mark.ray]
 

@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from serve_helpers import API_KEY, API_KEY_ENV, free_port, make_lora_adapter, running_app
 
 from kale_ray.config import load_config
+from tests.ray.serve_helpers import API_KEY, API_KEY_ENV, free_port, make_lora_adapter, running_app
 
 pytestmark = pytest.mark.ray
 

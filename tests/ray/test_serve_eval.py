@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from serve_helpers import API_KEY, API_KEY_ENV, free_port, running_app
 
 from kale_ray.cli import main
 from kale_ray.config import load_config
 from kale_ray.data.benchmarks import load_benchmark
 from kale_ray.data.format import prompt_text
+from tests.ray.serve_helpers import API_KEY, API_KEY_ENV, free_port, running_app
 
 pytestmark = pytest.mark.ray
 

@@ -8,12 +8,12 @@ import json
 import os
 
 import pytest
-from serve_helpers import free_port, running_app
-from synth_support import arc_rows, synth_config, write_paths_artifact
 
 from kale_ray.artifacts import Manifest, read_parts
 from kale_ray.config import load_config
 from kale_ray.synth.stage import run_synth_stage
+from tests.ray.serve_helpers import free_port, running_app
+from tests.synth_support import arc_rows, synth_config, write_paths_artifact
 
 pytestmark = pytest.mark.ray
 

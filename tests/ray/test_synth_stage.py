@@ -11,11 +11,11 @@ import textwrap
 
 import pyarrow.parquet as pq
 import pytest
-from synth_support import arc_rows, synth_config, write_paths_artifact
 
 from kale_ray.artifacts import Manifest, existing_parts, file_sha256, read_parts
 from kale_ray.synth.pipeline import FAULT_KILL_ACTOR_ONCE
 from kale_ray.synth.stage import FAULT_EXIT_AFTER_PARTS, run_synth_stage
+from tests.synth_support import arc_rows, synth_config, write_paths_artifact
 
 pytestmark = pytest.mark.ray
 

@@ -14,9 +14,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from synth_support import arc_rows, write_paths_artifact
 
 from kale_ray.artifacts import Manifest, read_parts
+from tests.synth_support import arc_rows, write_paths_artifact
 
 pytestmark = pytest.mark.vllm_cpu
 

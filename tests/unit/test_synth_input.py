@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
-from synth_support import arc_rows
 
 from kale_ray.artifacts import atomic_write_parquet, part_path
 from kale_ray.cli import main
 from kale_ray.config import load_config
 from kale_ray.synth.stage import SynthInputError, run_synth_stage
+from tests.synth_support import arc_rows
 
 
 def test_missing_paths_artifact(tmp_path):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import socket
 
 import pytest
-from synth_support import arc_rows, with_paths
 
 from kale_ray.config import ConfigError
 from kale_ray.synth.backends import make_backend
 from kale_ray.synth.backends.openai_http import _retry_after, _retryable
 from kale_ray.synth.config import SynthConfig
 from kale_ray.synth.rows import write_rationales
+from tests.synth_support import arc_rows, with_paths
 
 
 def _free_port() -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from synth_support import arc_rows, with_paths
 
 from kale_ray.synth.backends.template import TemplateBackend
 from kale_ray.synth.prompts import (
@@ -16,6 +15,7 @@ from kale_ray.synth.prompts import (
     strip_option_letters,
 )
 from kale_ray.synth.rows import output_schema, plan_row, write_rationales
+from tests.synth_support import arc_rows, with_paths
 
 CHOICES = ["dry palms", "wet palms", "palms covered with oil", "palms covered with lotion"]
 
@@ -92,7 +92,8 @@ def test_plan_follows_paths_and_policy(rows):
 
 def test_template_rationales_on_real_rows(rows):
     import pyarrow as pa
-    from synth_support import PATHS_SCHEMA
+
+    from tests.synth_support import PATHS_SCHEMA
 
     table = [with_paths(r, found=i % 2 == 0) for i, r in enumerate(rows)]
     out = write_rationales(table, TemplateBackend(4), ki=True, no_path="fallback", max_paths=4,
