@@ -88,3 +88,19 @@ def test_rerun_skips_complete_pairs_and_redoes_a_missing_one(results, rows, smol
     assert "vanilla/bbh-boolean_expressions: accuracy" in log
     assert (out / "vanilla" / "arc-easy" / "metrics.json").stat().st_mtime_ns == before
     assert len(_preds(out, "vanilla", "bbh-boolean_expressions")) == 2
+
+
+def test_pipeline_eval_stage_scores_the_data_stage_test_split(tmp_path, data_root, tiny_llama_path):
+    from kale_ray.data.stage import run_data_stage
+    from kale_ray.eval.run import run_eval_stage
+
+    cfg = load_config(None, [f"workdir={tmp_path}", f"data_root={data_root}", f"model.name_or_path={tiny_llama_path}",
+                             "data.limit_test=3", "train.methods=[sft]"])
+    run_data_stage(cfg)
+    final = cfg.stage_dir("train") / "sft" / "final"
+    final.parent.mkdir(parents=True)
+    final.symlink_to(tiny_llama_path)
+    out = run_eval_stage(cfg)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) == {"vanilla", "sft"}
+    assert summary["vanilla"]["arc-easy"]["n"] == 3 == summary["sft"]["arc-easy"]["n"]
