@@ -15,7 +15,8 @@ class EvalConfig(BaseModel):
     test_split: Path | None = Field(
         None, description="A data stage dir (or parquet file): score its held-out test.parquet instead.")
     limit: int | None = Field(None, ge=1, description="Score at most this many items per benchmark.")
-    batch_size: int = Field(8, ge=1, description="Option sequences scored per forward pass (in-process).")
+    batch_size: int = Field(
+        64, ge=1, description="Most option sequences per forward pass in-process (also capped at 8192 tokens).")
     concurrency: int = Field(8, ge=1, description="Requests in flight when scoring through the Serve API.")
     request_timeout_s: float = Field(300.0, gt=0, description="Timeout of one request to a served model.")
     max_retries: int = Field(6, ge=0, description="Retries of a request answered 429/503 (Retry-After honoured).")

@@ -177,3 +177,25 @@ def run_eval(cfg: Any, models: dict[str, str], out: Path, rows: pa.Table | None 
 
 def _summary_hash(summary: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(summary, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def pipeline_models(cfg: Any) -> dict[str, str]:
+    """Vanilla (the base model) plus every method of `train.methods` whose `final/` checkpoint exists."""
+    models = {"vanilla": cfg.model.name_or_path}
+    for method in cfg.train.methods:
+        final = cfg.stage_dir("train") / method / "final"
+        if final.is_dir():
+            models[method] = str(final)
+    return models
+
+
+def run_eval_stage(cfg: Any, probes: Path | None = None) -> Path:
+    """The pipeline's eval stage: the data stage's held-out split (when it exists), every trained
+    method, results in `cfg.stage_dir("eval")`."""
+    data_dir = cfg.stage_dir("data")
+    rows = None
+    if cfg.eval.test_split is None and (data_dir / "test.parquet").is_file():
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(data_dir / "test.parquet")
+    return run_eval(cfg, pipeline_models(cfg), cfg.stage_dir("eval"), rows=rows, probes=probes)

@@ -48,8 +48,7 @@ class LocalScorer:
             base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
             adapters, path = {"adapter": str(path)}, resolve_model(base, cache_dir)
         self.adapter = "adapter" if adapters else None
-        self.engine = HFEngine(path, adapters=adapters, dtype=dtype, device=device)
-        self.batch_size = batch_size
+        self.engine = HFEngine(path, adapters=adapters, dtype=dtype, device=device, max_batch_seqs=batch_size)
 
     def loglikelihood(self, pairs: list[tuple[str, str]]) -> list[float]:
         return [ll for ll, _ in self.engine.loglikelihood(pairs, self.adapter)]

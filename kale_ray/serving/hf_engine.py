@@ -119,7 +119,7 @@ class EngineBase:
 
 class HFEngine(EngineBase):
     def __init__(self, path: str | Path, adapters: dict[str, str] | None = None, dtype: str = "float32",
-                 device: str = "auto", max_batch_tokens: int = 8192) -> None:
+                 device: str = "auto", max_batch_tokens: int = 8192, max_batch_seqs: int = 64) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -140,7 +140,7 @@ class HFEngine(EngineBase):
         config = self.model.config
         self.context_length = int(getattr(config, "max_position_embeddings", 2048) or 2048)
         self.vocab_size = int(config.vocab_size)
-        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_tokens, self.max_batch_seqs = max_batch_tokens, max_batch_seqs
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else (self.tokenizer.eos_token_id or 0))
         eos: set[int] = set()
@@ -179,7 +179,8 @@ class HFEngine(EngineBase):
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
         batches: list[list[int]] = []
         for i in order:
-            if batches and (len(batches[-1]) + 1) * len(seqs[batches[-1][0]]) <= self.max_batch_tokens:
+            if batches and len(batches[-1]) < self.max_batch_seqs \
+                    and (len(batches[-1]) + 1) * len(seqs[batches[-1][0]]) <= self.max_batch_tokens:
                 batches[-1].append(i)
             else:
                 batches.append([i])

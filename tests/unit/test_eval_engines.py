@@ -30,3 +30,21 @@ def test_request_validation_errors_are_400_with_the_field_named():
         parse_body(b"{nope")
     ok = validate(CompletionRequest, {"model": "m", "prompt": [[1, 2], [3]], "echo": True, "user": "extra"})
     assert ok.prompt == [[1, 2], [3]] and ok.echo is True
+
+
+def test_serve_options_from_config():
+    from kale_ray.config import ConfigError, load_config
+    from kale_ray.serving.app import deployment_options, served_models
+
+    cfg = load_config(None, ["serve.replicas=2", "serve.max_replicas=4", "serve.max_queued=5",
+                             "serve.replica_gpus=1"])
+    opts = deployment_options(cfg, "m")
+    assert opts["autoscaling_config"] == {"min_replicas": 2, "max_replicas": 4, "target_ongoing_requests": 2.0}
+    assert "num_replicas" not in opts and opts["max_queued_requests"] == 5
+    assert opts["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 1.0}
+    assert deployment_options(load_config(None, ["serve.replicas=3"]), "m")["num_replicas"] == 3
+    assert served_models(load_config()) == [
+        {"name": "smollm2-135m-instruct", "path": "smollm2-135m-instruct", "adapters": {}}]
+    dup = load_config(None, ['serve.models=[{name: a, path: p, adapters: {a: x}}]'])
+    with pytest.raises(ConfigError, match="unique"):
+        served_models(dup)

@@ -19,12 +19,12 @@ def rows(data_root):
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory, rows, smollm2_path):
+def results(tmp_path_factory, rows, smollm2_path, tiny_llama_path):
     out = tmp_path_factory.mktemp("eval")
     cfg = load_config(None, ["eval.max_new_tokens=8"])
     probes = pa.table({"id": [rows.column("id")[0].as_py()],
                        "path_texts": [[f"{rows.column('gold_text')[0].as_py()} is the right answer."]]})
-    run_eval(cfg, {"vanilla": str(smollm2_path), "vanilla-again": "smollm2-135m-instruct"}, out,
+    run_eval(cfg, {"vanilla": str(smollm2_path), "tiny": str(tiny_llama_path)}, out,
              rows=rows, probes=probes)
     return out, cfg, probes
 
@@ -36,7 +36,7 @@ def _preds(out, method, bench):
 def test_results_directory(results):
     out, _, _ = results
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary) == {"vanilla", "vanilla-again"}
+    assert set(summary) == {"vanilla", "tiny"}
     for method in summary:
         arc, bbh = _preds(out, method, "arc-easy"), _preds(out, method, "bbh-boolean_expressions")
         assert len(arc) == 5 and len(bbh) == 2
@@ -47,10 +47,10 @@ def test_results_directory(results):
         assert all(p["type"] == "generative" and "generated" in p for p in bbh)
         assert summary[method]["arc-easy"]["known"]["probed"] == 1
         assert summary[method]["arc-easy"]["known"]["no_probe"] == 4
-    # the same model under two names scores the same
-    assert summary["vanilla"] == summary["vanilla-again"]
+    # two different models: different log-likelihoods for the same options
+    assert _preds(out, "vanilla", "arc-easy")[0]["lls"] != _preds(out, "tiny", "arc-easy")[0]["lls"]
     table = (out / "table.md").read_text()
-    assert "| vanilla |" in table and "| vanilla-again |" in table and "known&incorrect" in table
+    assert "| vanilla |" in table and "| tiny |" in table and "known&incorrect" in table
     assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "manifest.json").read_text())["complete"] is True
 
@@ -88,3 +88,19 @@ def test_rerun_skips_complete_pairs_and_redoes_a_missing_one(results, rows, smol
     assert "vanilla/bbh-boolean_expressions: accuracy" in log
     assert (out / "vanilla" / "arc-easy" / "metrics.json").stat().st_mtime_ns == before
     assert len(_preds(out, "vanilla", "bbh-boolean_expressions")) == 2
+
+
+def test_pipeline_eval_stage_scores_the_data_stage_test_split(tmp_path, data_root, tiny_llama_path):
+    from kale_ray.data.stage import run_data_stage
+    from kale_ray.eval.run import run_eval_stage
+
+    cfg = load_config(None, [f"workdir={tmp_path}", f"data_root={data_root}", f"model.name_or_path={tiny_llama_path}",
+                             "data.limit_test=3", "train.methods=[sft]"])
+    run_data_stage(cfg)
+    final = cfg.stage_dir("train") / "sft" / "final"
+    final.parent.mkdir(parents=True)
+    final.symlink_to(tiny_llama_path)
+    out = run_eval_stage(cfg)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) == {"vanilla", "sft"}
+    assert summary["vanilla"]["arc-easy"]["n"] == 3 == summary["sft"]["arc-easy"]["n"]

@@ -1,0 +1,135 @@
+"""Multiple-choice scoring through Ray Serve vs an in-process transformers loop, and API latency.
+
+    PYTHONPATH=$PWD RAY_AUTH_MODE=disabled python bench/serve.py --items 40
+
+1. The same ARC-Easy items are scored (a) in-process with the HF engine, batched, and (b) through the
+   Serve API (echo + logprobs, one request per item, `--concurrency` in flight); the two accuracies
+   must be equal, and the script prints items/s of both and the ratio served / in-process.
+2. p50/p99 latency of one item's scoring request at 1, 8 and 32 concurrent clients; every request must
+   answer 200 (zero errors), or the script exits non-zero.
+Starts its own local Ray cluster and Serve on 127.0.0.1 (a free port) and shuts both down at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=40)
+    parser.add_argument("--concurrency", type=int, default=8, help="in-flight requests of the served scoring")
+    parser.add_argument("--clients", default="1,8,32", help="concurrency levels of the latency test")
+    parser.add_argument("--requests-per-client", type=int, default=2)
+    parser.add_argument("--cpus", type=int, default=2)
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    import ray
+    import requests
+    from ray import serve
+
+    from kale_ray.config import load_config
+    from kale_ray.data.benchmarks import load_benchmark
+    from kale_ray.data.format import answer_text, prompt_text
+    from kale_ray.eval.metrics import mc_scores
+    from kale_ray.eval.scorers import APIScorer, LocalScorer
+    from kale_ray.model.prepare import resolve_model
+    from kale_ray.serving.app import build_app
+
+    cfg = load_config(None, [f"serve.replica_cpus={args.cpus / 2}"])
+    path = resolve_model(cfg.model.name_or_path)
+    rows = load_benchmark("arc-easy", cfg.data_root, "test").slice(0, args.items).to_pylist()
+    pairs = [(prompt_text(r["question"]), answer_text(c)) for r in rows for c in r["choices"]]
+    item_prompts = [[prompt_text(r["question"]) + answer_text(c) for c in r["choices"]] for r in rows]
+
+    def accuracy(lls: list[float]) -> float:
+        it = iter(lls)
+        return statistics.mean(mc_scores([next(it) for _ in r["choices"]], r["choices"], r["gold"])["acc"]
+                               for r in rows)
+
+    local = LocalScorer(path)
+    local.loglikelihood(pairs[:4])  # warm-up
+    t0 = time.perf_counter()
+    local_acc = accuracy(local.loglikelihood(pairs))
+    local_s = time.perf_counter() - t0
+    local.close()
+
+    ray.init(address="local", num_cpus=args.cpus, object_store_memory=500_000_000, include_dashboard=False,
+             log_to_driver=False)
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    models = json.dumps([{"name": "base", "path": path, "adapters": {}}])
+    serve.run(build_app(load_config(None, [f"serve.models={models}", f"serve.replica_cpus={args.cpus / 2}"])),
+              name="bench", route_prefix="/")
+    api = f"http://127.0.0.1:{port}/v1"
+    result: dict[str, object] = {"items": len(rows), "options": len(pairs), "cpus": args.cpus}
+    try:
+        served = APIScorer(f"{api}#base", concurrency=args.concurrency)
+        served.loglikelihood(pairs[:4])
+        t0 = time.perf_counter()
+        served_acc = accuracy(served.loglikelihood(pairs))
+        served_s = time.perf_counter() - t0
+        served.close()
+        result.update({"in_process_items_per_s": len(rows) / local_s, "served_items_per_s": len(rows) / served_s,
+                       "served_over_in_process": local_s / served_s, "in_process_acc": local_acc,
+                       "served_acc": served_acc, "concurrency": args.concurrency})
+
+        session = requests.Session()
+        latency: dict[str, dict[str, float]] = {}
+        errors = 0
+        for clients in [int(c) for c in args.clients.split(",")]:
+            n = clients * args.requests_per_client
+            bodies = [{"model": "base", "prompt": item_prompts[i % len(rows)], "max_tokens": 0, "echo": True,
+                       "logprobs": 0} for i in range(n)]
+
+            def one(body: dict) -> tuple[int, float]:
+                start = time.perf_counter()
+                resp = session.post(f"{api}/completions", json=body, timeout=600)
+                return resp.status_code, time.perf_counter() - start
+
+            with ThreadPoolExecutor(clients) as pool:
+                t0 = time.perf_counter()
+                outcomes = list(pool.map(one, bodies))
+                wall = time.perf_counter() - t0
+            bad = sum(1 for code, _ in outcomes if code != 200)
+            errors += bad
+            times = [t for _, t in outcomes]
+            latency[str(clients)] = {"requests": n, "errors": bad, "p50_s": percentile(times, 0.5),
+                                     "p99_s": percentile(times, 0.99), "requests_per_s": n / wall}
+        result["latency"] = latency
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    print(json.dumps(result, indent=2))
+    print(f"\nMC scoring of {len(rows)} ARC-Easy items ({len(pairs)} options): in-process "
+          f"{result['in_process_items_per_s']:.2f} items/s, through Serve {result['served_items_per_s']:.2f} items/s, "
+          f"ratio served/in-process {result['served_over_in_process']:.2f} (acc {local_acc:.3f} vs {served_acc:.3f})")
+    for clients, row in result["latency"].items():  # type: ignore[union-attr]
+        print(f"{clients:>3} clients: p50 {row['p50_s']:.3f}s p99 {row['p99_s']:.3f}s, "
+              f"{row['requests_per_s']:.2f} req/s, errors {row['errors']}/{row['requests']}")
+    ok = errors == 0 and abs(local_acc - served_acc) < 1e-9
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
