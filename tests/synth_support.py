@@ -13,17 +13,9 @@ from kale_ray.artifacts import Manifest, atomic_write_parquet, part_path
 from kale_ray.config import KaleConfig, load_config
 from kale_ray.data.benchmarks import SCHEMA
 from kale_ray.data.load import load_splits
+from kale_ray.kg.extract import EXTRA_FIELDS
 
-PATH_FIELDS = [
-    pa.field("q_entities", pa.list_(pa.string())),
-    pa.field("a_entities", pa.list_(pa.string())),
-    pa.field("paths", pa.string()),
-    pa.field("path_texts", pa.list_(pa.string())),
-    pa.field("path_status", pa.string()),
-    pa.field("nodes_expanded", pa.int64()),
-    pa.field("search_seconds", pa.float64()),
-]
-PATHS_SCHEMA = pa.schema([*SCHEMA, *PATH_FIELDS])
+PATHS_SCHEMA = pa.schema([*SCHEMA, *EXTRA_FIELDS])  # the paths artifact of the KG stage
 
 
 def arc_rows(data_root: Path, n: int) -> list[dict]:
