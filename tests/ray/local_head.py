@@ -51,6 +51,11 @@ def local_head(num_cpus: int = 2, extra_args: list[str] | None = None,
     cmd = [ray_bin(), "start", "--head", "--block", f"--port={port}", f"--num-cpus={num_cpus}",
            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
            "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}", "--object-store-memory=500000000",
+           # Ray's agents default to fixed ports that another local cluster (the session's ray_local,
+           # a developer's) may hold; a clash leaves the job agent without HTTP and submits fail.
+           *(f"--{name}={free_port()}" for name in (
+               "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+               "runtime-env-agent-port", "ray-client-server-port", "node-manager-port", "object-manager-port")),
            *(extra_args or [])]
     log = open(Path(temp_dir) / "head.log", "w")  # noqa: SIM115 (closed in finally)
     proc = subprocess.Popen(cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
