@@ -24,9 +24,13 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: on a shared 2-core machine more threads fight for cores)")
     args = parser.parse_args()
 
     import torch
+
+    torch.set_num_threads(args.threads)
     from transformers import AutoTokenizer
 
     from kale_ray.config import load_config
@@ -44,11 +48,14 @@ def main() -> None:
     device = torch.device(args.device)
     total = 2 * (args.steps + 1)
     runs = {}
+    lengths: dict[str, float] = {}
     for method in ("ka", "sft"):
         tc = TrainConfig(method=method, lr=1e-4, lr_schedule="constant", max_length=args.max_length,
                          micro_batch_size=args.batch, precision=args.precision, strategy="ddp")
         tokens, _ = tokenize_rows(tokenizer, rows, method, args.max_length)
         batches = [tokens.slice(i * args.batch, args.batch).to_pydict() for i in range(4)]
+        for view in ("student_ids", "target_ids"):
+            lengths.setdefault(view, statistics.mean(len(t) for t in tokens.column(view).to_pylist()))
         torch.manual_seed(0)
         runner = DDPRunner(build_model(path, tc), tc, total, 1, device)
         runs[method] = (tc, runner, batches)
@@ -65,6 +72,7 @@ def main() -> None:
     result = {m: {"s_per_step": statistics.median(times[m]), "tokens_per_s": statistics.median(tokens_s[m])}
               for m in times}
     result["ratio_ka_over_sft"] = result["ka"]["s_per_step"] / result["sft"]["s_per_step"]
+    result["mean_tokens"] = {"plain_view": lengths["student_ids"], "rationale_view": lengths["target_ids"]}
     result["setup"] = {"steps": args.steps, "batch": args.batch, "max_length": args.max_length,
                        "device": args.device, "precision": args.precision, "threads": torch.get_num_threads()}
     print(json.dumps(result, indent=2))

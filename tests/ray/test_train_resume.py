@@ -1,8 +1,8 @@
 """A run whose workers are killed mid-training resumes from its last checkpoint at the right step.
 
-Real failures: a Ray Train worker process gets SIGKILL. The first death is retried by Ray Train's
-FailureConfig (max_failures=1) inside the same run; the second exceeds it and the stage fails, as a
-crashed job would; re-running the same run name then resumes from the newest checkpoint.
+Real failures: a Ray Train worker process gets SIGKILL. With max_failures=0 the stage fails, as a
+crashed job would, and re-running the same run name resumes from the newest checkpoint; with
+max_failures=1 Ray Train's FailureConfig restarts the workers from it inside the same run.
 8 rows / (2 workers x 2 rows) = 2 steps per epoch, so a resumed step also lands mid-data.
 """
 
@@ -50,15 +50,7 @@ def _by_attempt(metrics: list[dict]) -> dict[int | None, dict[int, float]]:
     return runs
 
 
-def test_killed_workers_resume_from_the_last_checkpoint(ray_local, data_root, tmp_path):
-    data = tmp_path / "data"
-    atomic_write_parquet(data / "train.parquet", arc_rows(data_root, 8))
-    cfg = load_config(None, [
-        f"workdir={tmp_path}", "run_name=resume", "train.workers=2", "train.cpus_per_worker=0.5",
-        "train.micro_batch_size=2", "train.max_length=96", "train.lr=1e-3", "train.lr_schedule=constant",
-        "train.max_steps=7", "train.checkpoint_every=2", "train.max_failures=1", "train.shuffle=false",
-        "train.export=false"])
-    out = cfg.stage_dir("train") / "sft"
+def _start(cfg, data: Path) -> tuple[threading.Thread, list[BaseException]]:
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -69,24 +61,46 @@ def test_killed_workers_resume_from_the_last_checkpoint(ray_local, data_root, tm
 
     thread = threading.Thread(target=run)
     thread.start()
-    _kill_a_worker_when(out, 3, None)          # after step 3; the newest checkpoint is step 2
-    _kill_a_worker_when(out, 5, 2)             # the retry resumed at 3; now past the step-4 checkpoint
+    return thread, errors
+
+
+def _config(data_root: Path, tmp_path: Path, max_failures: int):
+    data = tmp_path / "data"
+    atomic_write_parquet(data / "train.parquet", arc_rows(data_root, 8))
+    cfg = load_config(None, [
+        f"workdir={tmp_path}", "run_name=resume", "train.workers=2", "train.cpus_per_worker=0.5",
+        "train.micro_batch_size=2", "train.max_length=96", "train.lr=1e-3", "train.lr_schedule=constant",
+        "train.max_steps=5", "train.checkpoint_every=2", f"train.max_failures={max_failures}",
+        "train.shuffle=false", "train.export=false"])
+    return cfg, data, cfg.stage_dir("train") / "sft"
+
+
+def _assert_resumed_at_step_3(out: Path) -> None:
+    runs = _by_attempt(_metrics(out))
+    assert set(runs) == {None, 2}, {k: sorted(v) for k, v in runs.items()}
+    assert min(runs[None]) == 1 and min(runs[2]) == 3 and max(runs[2]) == 5
+    # step 3 ran before the kill; the same state at the same data position gives the same loss
+    assert runs[2][3] == pytest.approx(runs[None][3], rel=1e-4)
+    assert Manifest.read(out).complete
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint_when_re_run(ray_local, data_root, tmp_path):
+    cfg, data, out = _config(data_root, tmp_path, max_failures=0)
+    thread, errors = _start(cfg, data)
+    _kill_a_worker_when(out, 3, None)  # after step 3; the newest checkpoint is step 2
     thread.join(timeout=600)
     assert not thread.is_alive()
-    assert errors and "training failed" in str(errors[0])  # the second death exceeded max_failures=1
+    assert errors and "training failed" in str(errors[0]) and "re-run" in str(errors[0])
     assert not (out / "manifest.json").exists()
+    assert run_train_stage(cfg, "sft", data) == out  # the re-run of the same run name
+    _assert_resumed_at_step_3(out)
 
-    final = run_train_stage(cfg, "sft", data)  # the re-run of the same run name
-    assert final == out and Manifest.read(out).complete
-    runs = _by_attempt(_metrics(out))
-    print({k: sorted(v) for k, v in runs.items()})
-    assert set(runs) == {None, 2, 4}
-    assert min(runs[None]) == 1 and min(runs[2]) == 3 and min(runs[4]) == 5
-    assert max(runs[4]) == 7
-    # the same state and the same data position give the same loss as before the kill
-    for resumed, later in ((2, runs[2]), (4, runs[4])):
-        earlier = runs[None] if resumed == 2 else runs[2]
-        step = resumed + 1
-        if step in earlier:
-            assert later[step] == pytest.approx(earlier[step], rel=1e-4)
-    assert runs[2][3] == pytest.approx(runs[None][3], rel=1e-4)  # step 3 ran before the first kill
+
+@pytest.mark.slow
+def test_failure_config_restarts_a_dead_worker_from_the_checkpoint(ray_local, data_root, tmp_path):
+    cfg, data, out = _config(data_root, tmp_path, max_failures=1)
+    thread, errors = _start(cfg, data)
+    _kill_a_worker_when(out, 3, None)
+    thread.join(timeout=600)
+    assert not thread.is_alive() and not errors  # retried inside the same run
+    _assert_resumed_at_step_3(out)
