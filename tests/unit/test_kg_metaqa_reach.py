@@ -81,6 +81,7 @@ def test_metaqa_reach_on_a_deterministic_sample(metaqa, data_root: Path, hops: i
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(7200)
 @pytest.mark.parametrize("hops", [1, 2, 3])
 def test_metaqa_reach_on_the_full_dev_sets(metaqa, data_root: Path, hops: int) -> None:  # noqa: ANN001
     rows = load_benchmark(f"metaqa-{hops}hop", data_root).to_pylist()
