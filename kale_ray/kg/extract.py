@@ -38,6 +38,7 @@ EXTRA_FIELDS = [
     pa.field("nodes_expanded", pa.int64()),
     pa.field("search_seconds", pa.float64()),
 ]
+EXECUTION_KEYS = ("workers", "worker_cpus", "batch_size")
 STATUSES = ("ok", "no_question_entity", "no_answer_entity", "no_path", "error")
 
 
@@ -135,8 +136,12 @@ def add_path_columns(batch: pa.Table, results: list[dict[str, Any]]) -> pa.Table
 def stage_hash(cfg, rows: pa.Table, kg_dir: Path) -> str:  # noqa: ANN001 (KaleConfig)
     kg_manifest = Manifest.read(kg_dir)
     ids = hashlib.sha256("\n".join(sorted(rows.column("id").to_pylist())).encode()).hexdigest()
-    blob = json.dumps({"cfg": cfg.section_hash("paths", "kg", "seed"), "kg": kg_manifest.config_hash
-                       if kg_manifest else str(kg_dir), "ids": ids}, sort_keys=True)
+    # How the work is spread (workers, CPUs, batch size) does not change a row's result: a re-run with
+    # another pool size resumes instead of starting over.
+    search = cfg.paths.model_dump(mode="json", exclude=set(EXECUTION_KEYS))
+    blob = json.dumps({"paths": search, "kg": cfg.kg.model_dump(mode="json"), "seed": cfg.seed,
+                       "kg_artifact": kg_manifest.config_hash if kg_manifest else str(kg_dir), "ids": ids},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -15,8 +15,6 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-import numpy as np
-
 from kale_ray.kg.store import KG
 
 STOP_WORDS = frozenset("""
@@ -140,10 +138,6 @@ def _unique(ids) -> list[int]:  # noqa: ANN001
     for e in ids:
         seen.setdefault(int(e), None)
     return list(seen)
-
-
-def hub_mask(degree: np.ndarray, hub_share: float, min_hub_degree: int) -> np.ndarray:
-    return degree > max(hub_share * len(degree), min_hub_degree)
 
 
 def link_coverage(kg: KG, rows: list[dict], kg_cfg, show: int = 0) -> tuple[dict, list[dict]]:  # noqa: ANN001

@@ -172,6 +172,10 @@ class KG:
         return {key: i for i, key in enumerate(self.keys)}
 
     @cached_property
+    def relation_index(self) -> dict[str, int]:
+        return {key: i for i, key in enumerate(self.relation_keys)}
+
+    @cached_property
     def adjacency(self) -> Adjacency:
         return Adjacency.from_triples(self.heads, self.tails, self.num_entities)
 

@@ -44,6 +44,5 @@ def _labeller(kg: KG):  # noqa: ANN202
 
 
 def _relation_label(kg: KG, rel_key: str) -> str:
-    index = kg.__dict__.setdefault("_relation_index", {k: i for i, k in enumerate(kg.relation_keys)})
-    rid = index.get(rel_key)
+    rid = kg.relation_index.get(rel_key)
     return (kg.relation_labels[rid] if rid is not None else rel_key).replace("_", " ")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -23,12 +21,6 @@ pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
-def metaqa_kg(data_root: Path) -> Path:
-    cache = Path(tempfile.gettempdir()) / f"kale-ray-tests-{os.getuid()}" / "metaqa"
-    return build_kg("metaqa", data_root / "metaqa" / "kb.txt", cache)
-
-
-@pytest.fixture(scope="module")
 def rows(data_root: Path) -> pa.Table:
     table = load_benchmark("metaqa-1hop", data_root, split="test")
     rows = table.slice(0, 30).to_pylist()
@@ -36,6 +28,17 @@ def rows(data_root: Path) -> pa.Table:
     rows.append({**rows[1], "id": "no-answer", "answers": ["zz no such answer zz"], "gold_text": "zz no such answer zz"})
     rows.append(rows[2])  # a duplicate id: kept once
     return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+@pytest.fixture(scope="module")
+def metaqa_kg(data_root: Path, rows: pa.Table, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real MetaQA KB cut to the triples touching the rows' topics and answers (actors start fast)."""
+    names = set(rows.column("topic").to_pylist()) | {a for ans in rows.column("answers").to_pylist() for a in ans}
+    lines = [line for line in (data_root / "metaqa" / "kb.txt").read_text().splitlines()
+             if line.split("|")[0] in names or line.split("|")[-1] in names]
+    kb = tmp_path_factory.mktemp("kb") / "kb.txt"
+    kb.write_text("\n".join(lines) + "\n")
+    return build_kg("metaqa", kb, kb.parent / "kg")
 
 
 def config(tmp_path: Path):  # noqa: ANN201
@@ -87,6 +90,7 @@ def test_paths_stage_survives_a_killed_actor_and_resumes(ray_local, tmp_path: Pa
     manifest = Manifest.read(out)
     manifest.complete = False
     manifest.write(out)
-    run_paths_stage(cfg, rows, metaqa_kg, out)
+    run_paths_stage(cfg.model_copy(update={"paths": cfg.paths.model_copy(update={"workers": 1})}),
+                    rows, metaqa_kg, out)
     assert f"{32 - lost} already done, {lost} to search" in capsys.readouterr().out
     check_artifact(out, rows, metaqa_kg)

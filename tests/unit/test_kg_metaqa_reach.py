@@ -20,8 +20,8 @@ from kale_ray.kg.stage import build_kg
 from kale_ray.kg.store import load_kg
 
 # The issue asks for 99% / 95% / 95%. The shared KB was rebuilt from an id-form copy and lacks about 5k
-# of the original 134,741 triples; for 1.6% of the 1-hop dev questions it holds no topic-answer edge
-# at all (full dev set: 97.92% reachable by any search), so the 1-hop floor is what the KB allows.
+# of the original 134,741 triples; for 2.1% of the 1-hop dev questions it lacks the topic, the answer
+# or the edge (full dev set: 97.92% reachable by any search), so the 1-hop floor is what the KB allows.
 TARGETS = {1: 0.97, 2: 0.95, 3: 0.95}
 
 
@@ -29,21 +29,21 @@ TARGETS = {1: 0.97, 2: 0.95, 3: 0.95}
 def metaqa(data_root: Path):  # noqa: ANN201
     cache = Path(tempfile.gettempdir()) / f"kale-ray-tests-{os.getuid()}" / "metaqa"
     kg = load_kg(build_kg("metaqa", data_root / "metaqa" / "kb.txt", cache))
-    return kg, Linker(kg)
+    stored = {kg.triple_keys(i) for i in range(kg.num_triples)}
+    return kg, Linker(kg), kg.networkit_graph(undirected=True), stored
 
 
-def reach_rate(kg, linker: Linker, rows: list[dict], hops: int) -> tuple[float, dict[str, int]]:  # noqa: ANN001
+def reach_rate(kg, linker: Linker, graph, stored: set, rows: list[dict], hops: int  # noqa: ANN001
+               ) -> tuple[float, dict[str, int]]:
     """Share of questions for which A* reaches some gold answer from the topic within `hops`; also
     counts the questions the KB can answer at all (networkit BFS distance <= hops), the ceiling."""
     import networkit as nk
 
     from kale_ray.kg.verbalize import path_triples
 
-    graph = kg.networkit_graph(undirected=True)
     searcher = PathSearcher(kg.adjacency, SearchLimits(max_paths=1, max_hops=hops, seed=0))
     counts = {"questions": len(rows), "reached": 0, "answerable": 0, "topic_not_in_kb": 0,
               "answers_not_in_kb": 0}
-    stored = {kg.triple_keys(i) for i in range(kg.num_triples)} if len(rows) <= 500 else None
     for row in rows:
         sources = linker.exact(row["topic"])
         targets = [t for t in (kg.id_of(a) for a in row["answers"]) if t is not None]
@@ -59,9 +59,8 @@ def reach_rate(kg, linker: Linker, rows: list[dict], hops: int) -> tuple[float, 
             result = searcher.search(sources[0], target)
             if result.steps:
                 assert len(result.steps[0]) <= hops and dist[target] <= hops
-                if stored is not None:  # the path is made of real KG triples
-                    for a, rel, b, back in path_triples(kg, result)[0]:
-                        assert ((b, rel, a) if back else (a, rel, b)) in stored
+                for a, rel, b, back in path_triples(kg, result)[0]:  # made of real KG triples
+                    assert ((b, rel, a) if back else (a, rel, b)) in stored
                 counts["reached"] += 1
                 break
     return counts["reached"] / max(len(rows), 1), counts
@@ -74,19 +73,18 @@ def check(rate: float, counts: dict[str, int], hops: int) -> None:
 
 @pytest.mark.parametrize("hops", [1, 2, 3])
 def test_metaqa_reach_on_a_deterministic_sample(metaqa, data_root: Path, hops: int) -> None:  # noqa: ANN001
-    kg, linker = metaqa
     rows = load_benchmark(f"metaqa-{hops}hop", data_root).to_pylist()
     sample = random.Random(hops).sample(rows, 100)
-    rate, counts = reach_rate(kg, linker, sample, hops)
+    rate, counts = reach_rate(*metaqa, sample, hops)
     print(f"metaqa {hops}-hop sample: {rate:.2%} {counts}")
     check(rate, counts, hops)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(7200)
 @pytest.mark.parametrize("hops", [1, 2, 3])
 def test_metaqa_reach_on_the_full_dev_sets(metaqa, data_root: Path, hops: int) -> None:  # noqa: ANN001
-    kg, linker = metaqa
     rows = load_benchmark(f"metaqa-{hops}hop", data_root).to_pylist()
-    rate, counts = reach_rate(kg, linker, rows, hops)
+    rate, counts = reach_rate(*metaqa, rows, hops)
     print(f"metaqa {hops}-hop full dev: {rate:.2%} {counts}", flush=True)
     check(rate, counts, hops)
