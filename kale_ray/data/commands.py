@@ -14,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_args(lst)
     lst.set_defaults(func=_list)
     show = cmds.add_parser("show", help="load data.benchmark, print counts, skips and the split")
+    show.add_argument("--strict", action="store_true",
+                      help="fail on the first malformed row (same as data.strict=true)")
     add_config_args(show)
     show.set_defaults(func=_show)
 
@@ -34,7 +36,7 @@ def _show(args: argparse.Namespace) -> int:
     from kale_ray.data.benchmarks import BenchmarkError
     from kale_ray.data.load import load_splits
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, [*args.overrides, *(["data.strict=true"] if args.strict else [])])
     try:
         splits = load_splits(cfg)
     except BenchmarkError as err:

@@ -63,3 +63,12 @@ def test_job_reports_config_errors_as_exit_2(capsys):
 
     assert pipeline_job(["train.lr=abc"]) == 2
     assert "train.lr" in capsys.readouterr().err
+
+
+def test_data_show_strict_names_the_bad_line(tmp_path, capsys):
+    bad = tmp_path / "mine.jsonl"
+    bad.write_text('{"question": "2+2?", "choices": ["3", "4"], "answer": "B"}\n{oops\n')
+    assert main(["data", "show", f"data.benchmark={bad}"]) == 0
+    assert '"skipped": 1' in capsys.readouterr().out
+    assert main(["data", "show", "--strict", f"data.benchmark={bad}"]) == 1
+    assert "mine.jsonl:2: invalid JSON" in capsys.readouterr().out
