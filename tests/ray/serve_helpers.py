@@ -58,3 +58,23 @@ def running_app(cfg, name: str) -> Iterator[str]:  # noqa: ANN001 (KaleConfig)
     finally:
         serve.delete(name)
         serve.shutdown()
+
+
+def reference_models(model_path, adapter):  # noqa: ANN001, ANN201
+    """(tokenizer, base, base+LoRA) from transformers and peft in this process: what the API must match."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    base = AutoModelForCausalLM.from_pretrained(model_path).eval()
+    lora = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_path), adapter).eval()
+    return tok, base, lora
+
+
+def token_logprobs(model, ids: list[int]) -> list[float]:  # noqa: ANN001
+    """log p(ids[i] | ids[:i]) for every token but the first, computed directly."""
+    import torch
+
+    with torch.no_grad():
+        logp = model(torch.tensor([ids])).logits[0].float().log_softmax(-1)
+    return [float(logp[i - 1, ids[i]]) for i in range(1, len(ids))]

@@ -10,7 +10,15 @@ import pytest
 import requests
 
 from kale_ray.config import load_config
-from tests.ray.serve_helpers import API_KEY, API_KEY_ENV, free_port, make_lora_adapter, running_app
+from tests.ray.serve_helpers import (
+    API_KEY,
+    API_KEY_ENV,
+    free_port,
+    make_lora_adapter,
+    reference_models,
+    running_app,
+    token_logprobs,
+)
 
 pytestmark = pytest.mark.ray
 
@@ -39,22 +47,8 @@ def api(ray_local, smollm2_path, adapter):
 
 @pytest.fixture(scope="module")
 def direct(smollm2_path, adapter):
-    """transformers and peft in this process: the reference the API must equal."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    return reference_models(smollm2_path, adapter)
 
-    tok = AutoTokenizer.from_pretrained(smollm2_path)
-    base = AutoModelForCausalLM.from_pretrained(smollm2_path).eval()
-    lora = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(smollm2_path), adapter).eval()
-    return tok, base, lora
-
-
-def _token_logprobs(model, ids):
-    import torch
-
-    with torch.no_grad():
-        logp = model(torch.tensor([ids])).logits[0].float().log_softmax(-1)
-    return [float(logp[i - 1, ids[i]]) for i in range(1, len(ids))]
 
 
 def post(api, path, body, headers=AUTH, **kw):
@@ -76,7 +70,7 @@ def test_health_readiness_and_models(api):
 def test_echo_logprobs_equal_transformers(api, direct, model_name):
     tok, base, lora = direct
     ids = tok(TEXT, add_special_tokens=False).input_ids
-    expected = _token_logprobs(base if model_name == BASE else lora, ids)
+    expected = token_logprobs(base if model_name == BASE else lora, ids)
     out = post(api, "/completions", {"model": model_name, "prompt": TEXT, "max_tokens": 0, "echo": True,
                                      "logprobs": 1})
     assert out.status_code == 200, out.text
@@ -108,7 +102,7 @@ def test_lm_eval_style_request_with_token_ids(api, direct):
     for choice, prompt in zip(choices, [ids, ids[:-1]], strict=True):
         lp = choice["logprobs"]
         assert len(lp["token_logprobs"]) == len(prompt) + 1
-        assert lp["token_logprobs"][1:-1] == pytest.approx(_token_logprobs(base, prompt), abs=1e-4)
+        assert lp["token_logprobs"][1:-1] == pytest.approx(token_logprobs(base, prompt), abs=1e-4)
         for value, top in zip(lp["token_logprobs"][1:], lp["top_logprobs"][1:], strict=True):
             assert value in top.values() and len(top) >= 1
     # The second prompt's generated token is greedy: its log-prob is the top one.

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.ray.serve_helpers import free_port, make_lora_adapter
+from tests.ray.serve_helpers import free_port, make_lora_adapter, reference_models, token_logprobs
 
 pytestmark = pytest.mark.vllm_cpu
 
@@ -80,22 +80,8 @@ def api(tmp_path_factory, smollm2_path, adapter):
 
 @pytest.fixture(scope="module")
 def direct(smollm2_path, adapter):
-    """transformers and peft in this process: the reference the API must match."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    return reference_models(smollm2_path, adapter)
 
-    tok = AutoTokenizer.from_pretrained(smollm2_path)
-    base = AutoModelForCausalLM.from_pretrained(smollm2_path).eval()
-    lora = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(smollm2_path), adapter).eval()
-    return tok, base, lora
-
-
-def _token_logprobs(model, ids):
-    import torch
-
-    with torch.no_grad():
-        logp = model(torch.tensor([ids])).logits[0].float().log_softmax(-1)
-    return [float(logp[i - 1, ids[i]]) for i in range(1, len(ids))]
 
 
 def post(api, path, body):
@@ -128,7 +114,7 @@ def test_greedy_completion_equals_transformers(api, direct):
 def test_echo_logprobs_match_transformers(api, direct, model_name, max_tokens):
     tok, base, lora = direct
     ids = tok(TEXT, add_special_tokens=False).input_ids
-    expected = _token_logprobs(base if model_name == BASE else lora, ids)
+    expected = token_logprobs(base if model_name == BASE else lora, ids)
     out = post(api, "/completions", {"model": model_name, "prompt": TEXT, "max_tokens": max_tokens,
                                      "echo": True, "logprobs": 1, "temperature": 0})
     assert out.status_code == 200, out.text
