@@ -24,6 +24,7 @@ from kale_ray.sections import (
     PathsConfig,
     RayConfig,
     ServeConfig,
+    StudyConfig,
     SynthConfig,
     TrainConfig,
 )
@@ -62,6 +63,7 @@ class KaleConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    study: StudyConfig = Field(default_factory=StudyConfig)
 
     def stage_dir(self, stage: str) -> Path:
         return self.workdir / self.run_name / stage

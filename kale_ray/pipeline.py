@@ -29,6 +29,14 @@ LABELS = {"vanilla": "Vanilla", "sft": "SFT", "ka": "KALE", "ka-noki": "KALE (no
           "ce-rationale": "KALE (no KA)"}
 
 
+def trained_runs(cfg) -> list[tuple[str, str, str, int]]:  # noqa: ANN001 (KaleConfig)
+    """(pipeline method, run directory name, display label, seed) of every training run. With
+    `train.seeds` each method runs once per seed, labelled "KALE [seed 1]"; the study groups them."""
+    if not cfg.train.seeds:
+        return [(m, m, LABELS[m], cfg.seed) for m in cfg.train.methods]
+    return [(m, f"{m}-s{s}", f"{LABELS[m]} [seed {s}]", s) for m in cfg.train.methods for s in cfg.train.seeds]
+
+
 class Pipeline:
     """Runs stages in order, timing each and recording the result after each one."""
 
@@ -86,17 +94,18 @@ def run_pipeline(cfg) -> dict[str, Any]:  # noqa: ANN001 (KaleConfig)
                 stage_cfg = cfg.model_copy(update={"synth": cfg.synth.model_copy(update={"ki": ki})})
                 sources[name] = p.stage(name, lambda c=stage_cfg, n=name: run_synth_stage(
                     c, paths_dir, cfg.stage_dir(n)))
-    models = {"vanilla": model}
-    for method in cfg.train.methods:
+    models = {LABELS["vanilla"]: model} if cfg.eval.vanilla else {}
+    for method, name, label, seed in trained_runs(cfg):
         trainer_method, source = METHODS[method]
-        run_dir = p.stage(f"train-{method}", lambda m=trainer_method, s=source, n=method: run_train_stage(
-            cfg, m, sources[s], cfg.stage_dir("train") / n))
-        models[method] = str(Path(run_dir) / "final")
+        run_cfg = cfg.model_copy(update={"seed": seed})
+        run_dir = p.stage(f"train-{name}", lambda c=run_cfg, m=trainer_method, s=source, n=name: run_train_stage(
+            c, m, sources[s], cfg.stage_dir("train") / n))
+        models[label] = str(Path(run_dir) / "final")
     probes = None
     if cfg.eval.known_incorrect:
         probes = p.stage("paths-test", lambda: run_paths_stage(cfg, test_rows, kg_dir, cfg.stage_dir("paths-test")))
-    results = p.stage("eval", lambda: run_eval(cfg, {LABELS[m]: s for m, s in models.items()},
-                                               cfg.stage_dir("results"), rows=test_rows, probes=probes))
+    results = p.stage("eval", lambda: run_eval(cfg, models, cfg.stage_dir("results"), rows=test_rows,
+                                               probes=probes))
     p.record["results"] = str(results)
     print(f"pipeline: results table {Path(results) / 'table.md'}, chart {Path(results) / 'chart.png'}",
           flush=True)

@@ -10,12 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from kale_ray.eval.config import EvalConfig
 from kale_ray.kg.config import KGConfig, PathsConfig
 from kale_ray.serving.config import ServeConfig
+from kale_ray.study.config import StudyConfig
 from kale_ray.synth.config import SynthConfig
 from kale_ray.train.config import TrainConfig
 
 __all__ = [
     "DataConfig", "EvalConfig", "KGConfig", "ModelConfig", "PathsConfig", "RayConfig", "ServeConfig",
-    "Section", "SynthConfig", "TrainConfig",
+    "Section", "StudyConfig", "SynthConfig", "TrainConfig",
 ]
 
 
@@ -42,11 +43,18 @@ class ModelConfig(Section):
 
 
 class DataConfig(Section):
-    benchmark: str = Field("arc-easy", description="A registered benchmark name or a path to a benchmark file.")
+    benchmark: str | list[str] = Field(
+        "arc-easy",
+        description="A registered benchmark name or a path to a benchmark file, or a list of them (a multi-task "
+                    "mix: each is split on its own and the limits apply per benchmark).")
     source_split: Literal["test", "dev", "all"] = Field(
         "test", description="Which of the benchmark's files to draw the train/test split from.")
     test_fraction: float = Field(0.3, gt=0, lt=1, description="Share of rows held out for evaluation.")
     split_seed: int = Field(0, description="Seed of the deterministic, row-id-hashed train/test split.")
-    limit_train: int | None = Field(None, ge=1, description="Use at most this many training rows.")
-    limit_test: int | None = Field(None, ge=1, description="Evaluate on at most this many held-out rows.")
+    limit_train: int | None = Field(None, ge=1, description="Use at most this many training rows (per benchmark).")
+    limit_test: int | None = Field(None, ge=1, description="Evaluate on at most this many held-out rows (per benchmark).")
+
+    @property
+    def benchmarks(self) -> list[str]:
+        return [self.benchmark] if isinstance(self.benchmark, str) else list(self.benchmark)
     strict: bool = Field(False, description="Fail on the first malformed row instead of counting it.")

@@ -56,6 +56,12 @@ class LoadReport:
         if len(self.examples) < 20:
             self.examples.append(f"{where}: {reason}")
 
+    def merge(self, other: LoadReport) -> None:
+        self.rows += other.rows
+        self.skipped += other.skipped
+        self.reasons.update(other.reasons)
+        self.examples.extend(other.examples[: max(0, 20 - len(self.examples))])
+
     def as_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "skipped": self.skipped, "reasons": dict(self.reasons),
                 "examples": self.examples}

@@ -27,6 +27,7 @@ class EvalConfig(BaseModel):
         default_factory=lambda: ["bbh"],
         description="Benchmarks (name prefixes) scored by generation + exact match instead of log-likelihood.")
     max_new_tokens: int = Field(32, ge=1, description="Generation cap of generative (BBH) items.")
+    vanilla: bool = Field(True, description="The pipeline also scores the untrained base model (Vanilla).")
     known_incorrect: bool = Field(True, description="Run the known&incorrect probe analysis.")
     probes: Path | None = Field(
         None, description="Paths or rationales artifact with path_texts/rationale per item id (known&incorrect).")

@@ -180,12 +180,14 @@ def _summary_hash(summary: dict[str, Any]) -> str:
 
 
 def pipeline_models(cfg: Any) -> dict[str, str]:
-    """Vanilla (the base model) plus every method of `train.methods` whose `final/` checkpoint exists."""
-    models = {"vanilla": cfg.model.name_or_path}
-    for method in cfg.train.methods:
-        final = cfg.stage_dir("train") / method / "final"
+    """Vanilla (the base model) plus every training run of the pipeline whose `final/` checkpoint exists."""
+    from kale_ray.pipeline import LABELS, trained_runs
+
+    models = {LABELS["vanilla"]: cfg.model.name_or_path} if cfg.eval.vanilla else {}
+    for _, name, label, _ in trained_runs(cfg):
+        final = cfg.stage_dir("train") / name / "final"
         if final.is_dir():
-            models[method] = str(final)
+            models[label] = str(final)
     return models
 
 

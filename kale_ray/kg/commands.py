@@ -94,13 +94,14 @@ def _paths(args: argparse.Namespace) -> int:
 def _rows(cfg, name: str | None, limit: int | None):  # noqa: ANN001, ANN202
     from pathlib import Path
 
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from kale_ray.data.benchmarks import load_benchmark
 
-    name = name or cfg.data.benchmark
-    table = pq.read_table(name) if Path(name).suffix == ".parquet" else \
-        load_benchmark(name, cfg.data_root, split=cfg.data.source_split)
+    names = [name] if name else cfg.data.benchmarks
+    table = pa.concat_tables([pq.read_table(n) if Path(n).suffix == ".parquet" else
+                              load_benchmark(n, cfg.data_root, split=cfg.data.source_split) for n in names])
     return table.slice(0, limit) if limit else table
 
 

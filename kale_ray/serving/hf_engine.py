@@ -104,6 +104,11 @@ class EngineBase:
     def loglikelihood(self, pairs: list[tuple[str, str]], adapter: str | None = None) -> list[tuple[float, bool]]:
         """Sum of the continuation's token log-probs given the context, and whether it is the greedy
         continuation: lm-evaluation-harness's loglikelihood request, contexts cut from the left."""
+        seqs, n_cont = self.pair_sequences(pairs)
+        return self.sum_continuations(self.score(seqs, adapter), n_cont)
+
+    def pair_sequences(self, pairs: list[tuple[str, str]]) -> tuple[list[list[int]], list[int]]:
+        """(whole token sequence, continuation length) per pair, cut from the left to fit the context."""
         seqs, n_cont = [], []
         prefix = self.tokenizer.eos_token_id or 0
         for context, continuation in pairs:
@@ -111,10 +116,14 @@ class EngineBase:
             seq = (ctx or [prefix]) + cont  # an empty context scores from the end-of-text token
             seqs.append(seq[-(self.context_length - self.scoring_tokens):])
             n_cont.append(len(cont))
+        return seqs, n_cont
+
+    @staticmethod
+    def sum_continuations(scored: list[Scored], n_cont: list[int]) -> list[tuple[float, bool]]:
         out = []
-        for scored, n in zip(self.score(seqs, adapter), n_cont, strict=True):
-            lps = scored.logprobs[-n:]
-            out.append((float(sum(x for x in lps if x is not None)), all(scored.greedy[-n:])))
+        for one, n in zip(scored, n_cont, strict=True):
+            lps = one.logprobs[len(one.logprobs) - n:]
+            out.append((float(sum(x for x in lps if x is not None)), all(one.greedy[len(one.greedy) - n:])))
         return out
 
 
@@ -197,6 +206,65 @@ class HFEngine(EngineBase):
                 for row, i in enumerate(batch):
                     results[i] = self._scored(seqs[i], logits[row, : len(seqs[i])], top)
         return [r for r in results if r is not None]
+
+    def loglikelihood(self, pairs: list[tuple[str, str]], adapter: str | None = None) -> list[tuple[float, bool]]:
+        """As `EngineBase.loglikelihood`, but pairs that share their context tokens (a question's
+        options) run the context once and only the continuations on its key/value cache: the same
+        numbers (tested against whole-sequence scoring) for a fraction of the work, since multiple-choice
+        contexts are long and options short."""
+        import torch
+
+        seqs, n_cont = self.pair_sequences(pairs)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        whole: list[int] = []  # a continuation that fills the whole window has no context to share
+        for i, (seq, n) in enumerate(zip(seqs, n_cont, strict=True)):
+            if n >= len(seq):
+                whole.append(i)
+            else:
+                groups.setdefault(tuple(seq[: len(seq) - n]), []).append(i)
+        out: list[tuple[float, bool]] = [(0.0, True)] * len(seqs)
+        if whole:
+            sums = self.sum_continuations(self.score([seqs[i] for i in whole], adapter), [n_cont[i] for i in whole])
+            for i, value in zip(whole, sums, strict=True):
+                out[i] = value
+        with self._lock, torch.no_grad(), self._use(adapter):
+            for context, members in groups.items():
+                conts = [seqs[i][len(context):] for i in members]
+                for i, value in zip(members, self._continuations(list(context), conts), strict=True):
+                    out[i] = value
+        return out
+
+    def _continuations(self, context: list[int], conts: list[list[int]]) -> list[tuple[float, bool]]:
+        """One forward over the context (last position's logits only), then every non-empty
+        continuation, right-padded, on copies of its cache; pads sit after every real token, so
+        causal attention keeps them out of the real positions."""
+        import torch
+
+        dev = self.device
+        head = self.model(input_ids=torch.tensor([context], device=dev), use_cache=True, logits_to_keep=1)
+        first = torch.log_softmax(head.logits[0, -1].float(), dim=-1)
+        live = [j for j, c in enumerate(conts) if c]
+        rest = None
+        width = max((len(conts[j]) for j in live), default=0)
+        if width > 1:
+            cache = head.past_key_values
+            cache.batch_repeat_interleave(len(live))
+            ids = torch.full((len(live), width - 1), self.pad_id, dtype=torch.long)
+            for row, j in enumerate(live):
+                ids[row, : len(conts[j]) - 1] = torch.tensor(conts[j][:-1], dtype=torch.long)
+            rest = torch.log_softmax(self.model(input_ids=ids.to(dev), past_key_values=cache).logits.float(), dim=-1)
+        out = [(0.0, True)] * len(conts)
+        for row, j in enumerate(live):
+            cont = conts[j]
+            lp = [float(first[cont[0]])]
+            greedy = [int(first.argmax()) == cont[0]]
+            if len(cont) > 1:
+                steps = rest[row, : len(cont) - 1]
+                target = torch.tensor(cont[1:], device=steps.device)
+                lp += steps.gather(-1, target[:, None])[:, 0].tolist()
+                greedy += (steps.argmax(-1) == target).tolist()
+            out[j] = (float(sum(lp)), all(greedy))
+        return out
 
     def _scored(self, seq: list[int], logits: Any, top: int) -> Scored:
         import torch

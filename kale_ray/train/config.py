@@ -14,6 +14,9 @@ class TrainConfig(BaseModel):
         "ka", description="ka: KALE's KL loss; sft: CE on question->answer; ce-rationale: the w/o-KA ablation.")
     methods: list[str] = Field(
         default_factory=lambda: ["sft", "ka"], description="Methods the pipeline trains (Vanilla needs none).")
+    seeds: list[int] = Field(
+        default_factory=list,
+        description="Train every pipeline method once per seed (empty: once, with the global seed).")
     direction: Literal["reverse", "forward", "jsd"] = Field(
         "reverse", description="KL(p||q) as printed (reverse), KL(q||p) (forward) or JSD.")
     jsd_beta: float = Field(0.5, gt=0, lt=1, description="Mixture weight of the JSD.")

@@ -89,3 +89,20 @@ def test_split_is_deterministic_disjoint_and_stable_under_additions(data_root):
     test_ids = set(split_table(bigger, 0.3, seed=0)[1]["id"].to_pylist())
     assert set(test["id"].to_pylist()) <= test_ids
     assert split_table(table, 0.3, seed=1)[1]["id"].to_pylist() != test["id"].to_pylist()
+
+
+def test_benchmark_mix_splits_and_limits_each_benchmark_alone(data_root):
+    from kale_ray.config import load_config
+    from kale_ray.data.load import load_splits
+
+    base = [f"data_root={data_root}", "data.limit_train=30", "data.limit_test=7"]
+    mix = load_splits(load_config(overrides=[*base, "data.benchmark=[arc-easy, absr]"]))
+    alone = load_splits(load_config(overrides=[*base, "data.benchmark=arc-easy"]))
+    counts = {b: mix.train.column("benchmark").to_pylist().count(b) for b in ("arc-easy", "absr")}
+    assert counts == {"arc-easy": 30, "absr": 30}
+    assert mix.test.column("benchmark").to_pylist().count("absr") == 7
+    # arc-easy's rows are the same with or without absr beside it.
+    arc = [r for r in mix.test.to_pylist() if r["benchmark"] == "arc-easy"]
+    assert [r["id"] for r in arc] == alone.test.column("id").to_pylist()
+    assert mix.report.rows == alone.report.rows + load_benchmark("absr", data_root).num_rows
+    assert not set(mix.train.column("id").to_pylist()) & set(mix.test.column("id").to_pylist())

@@ -102,5 +102,15 @@ def test_pipeline_eval_stage_scores_the_data_stage_test_split(tmp_path, data_roo
     final.symlink_to(tiny_llama_path)
     out = run_eval_stage(cfg)
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary) == {"vanilla", "sft"}
-    assert summary["vanilla"]["arc-easy"]["n"] == 3 == summary["sft"]["arc-easy"]["n"]
+    assert set(summary) == {"Vanilla", "SFT"}  # the pipeline's display labels
+    assert summary["Vanilla"]["arc-easy"]["n"] == 3 == summary["SFT"]["arc-easy"]["n"]
+    # With seeds, each seed's run is its own model; eval.vanilla=false leaves the base model out.
+    seeded = cfg.model_copy(update={
+        "train": cfg.train.model_copy(update={"seeds": [3, 4]}), "eval": cfg.eval.model_copy(update={"vanilla": False})})
+    for seed in (3, 4):
+        (seeded.stage_dir("train") / f"sft-s{seed}").mkdir()
+        (seeded.stage_dir("train") / f"sft-s{seed}" / "final").symlink_to(tiny_llama_path)
+    from kale_ray.eval.run import pipeline_models
+
+    assert pipeline_models(seeded) == {f"SFT [seed {s}]": str(seeded.stage_dir("train") / f"sft-s{s}" / "final")
+                                       for s in (3, 4)}

@@ -1,0 +1,39 @@
+"""`kale-ray study run|report`: the study's pipeline variants, and its results page."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from kale_ray.cli import add_config_args
+
+    parser = sub.add_parser("study", help="run the KALE study (every variant's pipeline) and write its results page")
+    cmds = parser.add_subparsers(dest="study_command", required=True)
+    run = cmds.add_parser("run", help="run every variant (each resumes where it stopped), then the report")
+    run.add_argument("--only", nargs="+", default=None, help="run just these variants")
+    add_config_args(run)
+    run.set_defaults(func=_run)
+    report = cmds.add_parser("report", help="rebuild the results page from the variants' artifacts")
+    report.add_argument("--from-json", default=None,
+                        help="re-render from an earlier collection (study.results_json) instead of the artifacts")
+    add_config_args(report)
+    report.set_defaults(func=_report)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from kale_ray.config import load_config
+    from kale_ray.study.run import run_study
+
+    run_study(load_config(args.config, args.overrides), args.only)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from kale_ray.config import load_config
+    from kale_ray.study.report import write_report
+
+    write_report(load_config(args.config, args.overrides), Path(args.from_json) if args.from_json else None)
+    return 0

@@ -1,0 +1,324 @@
+"""The study's results page: collect every number from the variants' artifacts into one JSON file
+(each number next to the file it came from), then render markdown tables and a chart from that JSON.
+
+Collect and render are separate so the page can be re-rendered from the committed JSON on a machine
+without the artifacts, and so a test can render a hand-built study without training anything.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from pathlib import Path
+from typing import Any
+
+from kale_ray.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+_SEEDED = re.compile(r"^(?P<label>.*) \[seed (?P<seed>-?\d+)\]$")
+ORDER = ["Vanilla", "SFT", "KALE", "KALE (no KI)", "KALE (no KA)"]
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _train_runs(train_dir: Path) -> dict[str, Any]:
+    """Per training run: median seconds and tokens/s of its steps (the first step, which pays for
+    warm-up, is left out when there are others)."""
+    runs: dict[str, Any] = {}
+    for metrics in sorted(train_dir.glob("*/metrics.jsonl")):
+        steps = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        steps = [s for s in steps if "step_s" in s]
+        timed = steps[1:] or steps
+        if not timed:
+            continue
+        runs[metrics.parent.name] = {
+            "source": str(metrics), "steps": len(steps),
+            "step_s_median": statistics.median(s["step_s"] for s in timed),
+            "tokens_per_s_median": statistics.median(s["tokens_per_s"] for s in timed),
+            "first_loss": steps[0].get("loss"), "last_loss": steps[-1].get("loss")}
+    return runs
+
+
+def collect_variant(run_dir: Path) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    out: dict[str, Any] = {"run_dir": str(run_dir)}
+    summary = run_dir / "results" / "summary.json"
+    out["eval"] = {"source": str(summary), "summary": _read_json(summary)}
+    pipeline = run_dir / "pipeline.json"
+    record = _read_json(pipeline) or {}
+    out["stages"] = {"source": str(pipeline),
+                     "seconds": {k: v["seconds"] for k, v in record.get("stages", {}).items()}}
+    for stage in ("paths", "synth", "synth-noki", "paths-test"):
+        manifest = _read_json(run_dir / stage / "manifest.json")
+        if manifest:
+            out[stage] = {"source": str(run_dir / stage / "manifest.json"), "counts": manifest.get("counts", {}),
+                          "extra": {k: v for k, v in manifest.get("extra", {}).items()
+                                    if k in ("linking_coverage", "seconds", "search_seconds", "last_run",
+                                             "selection")}}
+    out["train"] = _train_runs(run_dir / "train")
+    return out
+
+
+def collect(cfg: Any) -> dict[str, Any]:
+    from kale_ray.study.run import variant_config, variant_dirs
+
+    dirs = variant_dirs(cfg)
+    variants = {}
+    for name, run_dir in dirs.items():
+        vcfg = variant_config(cfg, name)
+        variants[name] = {"overrides": cfg.study.variants[name], "synth_backend": vcfg.synth.backend,
+                          **collect_variant(run_dir)}
+    return {"study": cfg.run_name, "model": cfg.model.name_or_path,
+            "data": cfg.data.model_dump(mode="json"), "train": {
+                k: cfg.train.model_dump(mode="json")[k]
+                for k in ("methods", "seeds", "workers", "micro_batch_size", "grad_accum", "epochs", "max_steps",
+                          "lora", "zero_stage", "lr")},
+            "variants": variants}
+
+
+# ---------------------------------------------------------------------------------------------- render
+
+def _split_label(label: str) -> tuple[str, int | None]:
+    m = _SEEDED.match(label)
+    return (m["label"], int(m["seed"])) if m else (label, None)
+
+
+def method_rows(results: dict[str, Any]) -> dict[str, dict[str, dict[str, list[dict[str, Any]]]]]:
+    """row name -> benchmark -> list of per-seed metrics. A variant other than the first names its rows
+    "KALE · <variant>"; the first variant's rows keep the plain method names."""
+    rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for i, (variant, data) in enumerate(results["variants"].items()):
+        summary = (data.get("eval") or {}).get("summary") or {}
+        for label, per_bench in summary.items():
+            base, _ = _split_label(label)
+            name = base if i == 0 else f"{base} · {variant}"
+            for bench, metrics in per_bench.items():
+                rows.setdefault(name, {}).setdefault(bench, []).append(metrics)
+    order = {n: k for k, n in enumerate(ORDER)}
+    return dict(sorted(rows.items(), key=lambda kv: (kv[0] not in order, order.get(kv[0], 0))))
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float, int]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return float("nan"), float("nan"), 0
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
+
+
+def _fmt(values: list[float], scale: float = 100.0) -> str:
+    mean, sd, n = _mean_sd(values)
+    if n == 0:
+        return "-"
+    return f"{scale * mean:.1f}" if n == 1 else f"{scale * mean:.1f} ± {scale * sd:.1f}"
+
+
+def _benchmarks(rows: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
+    seen: list[str] = []
+    for per_bench in rows.values():
+        seen.extend(b for b in per_bench if b not in seen)
+    return seen
+
+
+def _per_seed_average(per_bench: dict[str, list[dict[str, Any]]], benches: list[str], key: str) -> list[float]:
+    """Macro average over benchmarks, one value per seed (seeds line up by position)."""
+    runs = min((len(per_bench.get(b, [])) for b in benches), default=0)
+    return [statistics.fmean(per_bench[b][i][key] for b in benches) for i in range(runs)
+            if all(per_bench[b][i].get(key) is not None for b in benches)]
+
+
+def accuracy_table(rows: dict[str, Any], key: str) -> str:
+    benches = _benchmarks(rows)
+    lines = ["| method | " + " | ".join(benches) + " | Avg |", "|---|" + "---|" * (len(benches) + 1)]
+    for name, per_bench in rows.items():
+        cells = [_fmt([m.get(key) for m in per_bench.get(b, [])]) for b in benches]
+        avg = _fmt(_per_seed_average(per_bench, benches, key)) if all(b in per_bench for b in benches) else "-"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {avg} |")
+    return "\n".join(lines)
+
+
+def known_table(rows: dict[str, Any]) -> str:
+    """Shares pooled over every benchmark of a seed (weighted by probed items), then mean ± sd over seeds."""
+    lines = ["| method | probed items per run | known&correct | known&incorrect | unknown |", "|---|---|---|---|---|"]
+    for name, per_bench in rows.items():
+        runs = min(len(v) for v in per_bench.values())
+        pooled: dict[str, list[float]] = {"known_correct": [], "known_incorrect": [], "unknown": []}
+        probed: list[int] = []
+        for i in range(runs):
+            known = [per_bench[b][i].get("known") for b in per_bench if per_bench[b][i].get("known")]
+            n = sum(k["probed"] for k in known)
+            if not n:
+                continue
+            probed.append(n)
+            for share in pooled:
+                pooled[share].append(sum(k[share] * k["probed"] for k in known) / n)
+        if probed:
+            lines.append(f"| {name} | {statistics.fmean(probed):.0f} | " +
+                         " | ".join(_fmt(pooled[s]) for s in pooled) + " |")
+    return "\n".join(lines)
+
+
+def _pct(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "-"
+
+
+def cost_table(results: dict[str, Any]) -> str:
+    lines = ["| variant | writer | training rows | Q and A entity linked | with >= 1 path | search s per row | "
+             "rationale tokens (KI / no KI) | rationale tokens/s | s/step SFT | s/step KALE | KALE / SFT |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for variant, data in results["variants"].items():
+        paths = data.get("paths") or {}
+        counts = paths.get("counts", {})
+        cov = paths.get("extra", {}).get("linking_coverage", {})
+        rows = counts.get("rows", 0)
+        linked = sum(c.get("linked", 0) for c in cov.values())
+        search = paths.get("extra", {}).get("search_seconds")
+        synth = data.get("synth") or {}
+        noki = data.get("synth-noki") or {}
+        tokens = " / ".join(str(s.get("counts", {}).get("tokens", "-")) for s in (synth, noki))
+        rates = [s.get("extra", {}).get("last_run", {}).get("tokens_per_s") for s in (synth, noki)]
+        rate = " / ".join("-" if r is None else f"{r:.1f}" for r in rates)
+        step = {m: [r["step_s_median"] for n, r in data.get("train", {}).items() if n == m or n.startswith(f"{m}-s")]
+                for m in ("sft", "ka")}
+        sft, ka = (statistics.fmean(step[m]) if step[m] else None for m in ("sft", "ka"))
+        lines.append(" | ".join([
+            f"| {variant}", data.get("synth_backend", "-"), str(rows or "-"), _pct(linked, rows),
+            _pct(counts.get("with_path", 0), rows), f"{search / rows:.3f}" if rows and search is not None else "-",
+            tokens, rate, f"{sft:.2f}" if sft else "-", f"{ka:.2f}" if ka else "-",
+            f"{ka / sft:.2f}" if sft and ka else "-"]) + " |")
+    return "\n".join(lines)
+
+
+def stage_table(results: dict[str, Any]) -> str:
+    stages: list[str] = []
+    for data in results["variants"].values():
+        stages.extend(s for s in data["stages"]["seconds"] if s not in stages)
+    lines = ["| stage | " + " | ".join(results["variants"]) + " |", "|---|" + "---|" * len(results["variants"])]
+    for stage in stages:
+        cells = [data["stages"]["seconds"].get(stage) for data in results["variants"].values()]
+        lines.append(f"| {stage} | " + " | ".join("-" if c is None else f"{c:.0f}" for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def findings(rows: dict[str, Any]) -> list[str]:
+    """Differences of average accuracy against SFT and Vanilla, with the seed spread; computed, not written."""
+    benches = _benchmarks(rows)
+    avg = {n: _mean_sd(_per_seed_average(pb, benches, "accuracy")) for n, pb in rows.items()
+           if all(b in pb for b in benches)}
+    out = []
+    for ref in ("SFT", "Vanilla"):
+        if ref not in avg:
+            continue
+        for name, (mean, sd, n) in avg.items():
+            if name in (ref, "Vanilla") or not n:
+                continue
+            wins = sum(statistics.fmean(m["accuracy"] for m in rows[name][b]) >
+                       statistics.fmean(m["accuracy"] for m in rows[ref][b]) for b in benches)
+            out.append(f"- {name} vs {ref}: {100 * (mean - avg[ref][0]):+.1f} points average accuracy "
+                       f"(seed sd {100 * sd:.1f}); higher on {wins} of {len(benches)} benchmarks.")
+    return out
+
+
+def chart(rows: dict[str, Any], path: Path) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    benches = _benchmarks(rows)
+    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(benches)), 4.5))
+    width = 0.8 / max(1, len(rows))
+    for i, (name, per_bench) in enumerate(rows.items()):
+        stats = [_mean_sd([m["accuracy"] for m in per_bench.get(b, [])]) for b in benches]
+        ax.bar([j + i * width for j in range(len(benches))], [100 * s[0] for s in stats], width,
+               yerr=[100 * s[1] for s in stats], capsize=2, label=name)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(benches))], benches, rotation=20)
+    ax.set_ylabel("accuracy, held-out test split (%)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _setup(results: dict[str, Any], rows: dict[str, Any]) -> list[str]:
+    data, train = results["data"], results["train"]
+    benches = data["benchmark"] if isinstance(data["benchmark"], list) else [data["benchmark"]]
+    first = next(iter(rows.values()), {})
+    n_test = {b: runs[0].get("n") for b, runs in first.items()}
+    variants = "; ".join(f"`{v}`: {' '.join(d['overrides']) or '(the config as it is)'}"
+                         for v, d in results["variants"].items())
+    return [
+        f"- Model: `{results['model']}`, {'LoRA' if train['lora'] else 'full fine-tuning'}, "
+        f"DeepSpeed ZeRO-{train['zero_stage']}, {train['workers']} Ray Train workers.",
+        f"- Benchmarks: {', '.join(benches)}; each split on its own by row-id hash "
+        f"(test_fraction {data['test_fraction']}, split_seed {data['split_seed']}, from the `{data['source_split']}` "
+        f"files), at most {data['limit_train']} training and {data['limit_test']} test rows each. "
+        f"Test items scored per benchmark: {', '.join(f'{b} {n}' for b, n in n_test.items())}.",
+        "- Every figure is on the held-out test rows; no model saw them in training.",
+        f"- Methods trained: {', '.join(train['methods'])}; seeds {train['seeds'] or 'one (the global seed)'} "
+        f"(seed = LoRA init and data order; the split is the same for all).",
+        f"- Variants (each a full pipeline run): {variants}.",
+    ]
+
+
+def render(results: dict[str, Any], out_md: Path, numbers: Path, discussion: Path | None = None) -> None:
+    rows = method_rows(results)
+    png = out_md.with_suffix(".png")
+    chart(rows, png)
+    parts = [
+        "# KALE at small scale: results",
+        "",
+        "Generated by `kale-ray study report` from the study's artifacts (numbers and their source files: "
+        f"`{numbers.name}`). Do not edit by hand; the discussion comes from "
+        f"`{discussion.name if discussion else '-'}`.",
+        "",
+        "## Setup",
+        *_setup(results, rows),
+        "",
+        "## Accuracy (%), mean ± sd over seeds",
+        "",
+        accuracy_table(rows, "accuracy"),
+        "",
+        f"![accuracy by benchmark]({png.name})",
+        "",
+        "## acc_norm (%), mean ± sd over seeds",
+        "",
+        accuracy_table(rows, "acc_norm"),
+        "",
+        "## known&incorrect (% of probed test items, pooled over benchmarks)",
+        "",
+        known_table(rows),
+        "",
+        "## Coverage and cost",
+        "",
+        cost_table(results),
+        "",
+        "Wall time per stage (s):",
+        "",
+        stage_table(results),
+        "",
+        "## What the numbers say (computed)",
+        "",
+        *findings(rows),
+        "",
+    ]
+    if discussion is not None and discussion.is_file():
+        parts += [discussion.read_text().strip(), ""]
+    atomic_write_text(out_md, "\n".join(parts))
+
+
+def write_report(cfg: Any, from_json: Path | None = None) -> Path:
+    """Collect from the artifacts (or load an earlier collection) and render the page."""
+    if from_json is not None:
+        results = json.loads(Path(from_json).read_text())
+    else:
+        results = collect(cfg)
+        atomic_write_json(cfg.study.results_json, results)
+    render(results, Path(cfg.study.results), Path(cfg.study.results_json), cfg.study.discussion)
+    print(f"study: results page {cfg.study.results} (numbers in {cfg.study.results_json})", flush=True)
+    return Path(cfg.study.results)
