@@ -14,6 +14,9 @@ class StudyConfig(BaseModel):
         default_factory=lambda: {"main": []},
         description="Pipeline runs of the study: name -> dotted overrides of this config; each runs as "
                     "<run_name>-<name> (e.g. hf: [synth.backend=hf, eval.vanilla=false]).")
+    extra_results: dict[str, Path] = Field(
+        default_factory=dict,
+        description="Other evaluation results directories (kale-ray eval --out) to show on the page, by title.")
     results: Path = Field(Path("docs/results.md"), description="The results page the study writes.")
     discussion: Path = Field(
         Path("docs/results_discussion.md"),

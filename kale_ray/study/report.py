@@ -70,7 +70,9 @@ def collect(cfg: Any) -> dict[str, Any]:
         vcfg = variant_config(cfg, name)
         variants[name] = {"overrides": cfg.study.variants[name], "synth_backend": vcfg.synth.backend,
                           **collect_variant(run_dir)}
-    return {"study": cfg.run_name, "model": cfg.model.name_or_path,
+    extra = {title: {"source": str(Path(d) / "summary.json"), "summary": _read_json(Path(d) / "summary.json")}
+             for title, d in cfg.study.extra_results.items()}
+    return {"study": cfg.run_name, "extra": extra, "model": cfg.model.name_or_path,
             "data": cfg.data.model_dump(mode="json"), "train": {
                 k: cfg.train.model_dump(mode="json")[k]
                 for k in ("methods", "seeds", "workers", "micro_batch_size", "grad_accum", "epochs", "max_steps",
@@ -90,14 +92,17 @@ def method_rows(results: dict[str, Any]) -> dict[str, dict[str, dict[str, list[d
     "KALE · <variant>"; the first variant's rows keep the plain method names."""
     rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for i, (variant, data) in enumerate(results["variants"].items()):
-        summary = (data.get("eval") or {}).get("summary") or {}
-        for label, per_bench in summary.items():
-            base, _ = _split_label(label)
-            name = base if i == 0 else f"{base} · {variant}"
-            for bench, metrics in per_bench.items():
-                rows.setdefault(name, {}).setdefault(bench, []).append(metrics)
+        _add_rows(rows, (data.get("eval") or {}).get("summary") or {}, "" if i == 0 else f" · {variant}")
     order = {n: k for k, n in enumerate(ORDER)}
     return dict(sorted(rows.items(), key=lambda kv: (kv[0] not in order, order.get(kv[0], 0))))
+
+
+def _add_rows(rows: dict[str, Any], summary: dict[str, Any], suffix: str = "") -> dict[str, Any]:
+    for label, per_bench in summary.items():
+        name = _split_label(label)[0] + suffix
+        for bench, metrics in per_bench.items():
+            rows.setdefault(name, {}).setdefault(bench, []).append(metrics)
+    return rows
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float, int]:
@@ -307,6 +312,10 @@ def render(results: dict[str, Any], out_md: Path, numbers: Path, discussion: Pat
         *findings(rows),
         "",
     ]
+    for title, extra in (results.get("extra") or {}).items():
+        if extra.get("summary"):
+            parts += [f"## {title}", "", f"From `{extra['source']}`.", "",
+                      accuracy_table(_add_rows({}, extra["summary"]), "accuracy"), ""]
     if discussion is not None and discussion.is_file():
         parts += [discussion.read_text().strip(), ""]
     atomic_write_text(out_md, "\n".join(parts))

@@ -78,3 +78,16 @@ def token_logprobs(model, ids: list[int]) -> list[float]:  # noqa: ANN001
     with torch.no_grad():
         logp = model(torch.tensor([ids])).logits[0].float().log_softmax(-1)
     return [float(logp[i - 1, ids[i]]) for i in range(1, len(ids))]
+
+
+GREEDY_PROMPT = "The three primary colors are"
+
+
+def greedy_reference(tok, model, prompt: str = GREEDY_PROMPT, new_tokens: int = 8):  # noqa: ANN001, ANN201
+    """(prompt ids, transformers' greedy continuation ids): what a temperature-0 completion must match."""
+    import torch
+
+    ids = tok(prompt, add_special_tokens=False).input_ids
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), max_new_tokens=new_tokens, do_sample=False)[0, len(ids):]
+    return ids, out

@@ -13,7 +13,9 @@ from kale_ray.config import load_config
 from tests.ray.serve_helpers import (
     API_KEY,
     API_KEY_ENV,
+    GREEDY_PROMPT,
     free_port,
+    greedy_reference,
     make_lora_adapter,
     reference_models,
     running_app,
@@ -111,19 +113,14 @@ def test_lm_eval_style_request_with_token_ids(api, direct):
 
 
 def test_greedy_generation_equals_transformers_generate_and_stop_cuts(api, direct):
-    import torch
-
     tok, base, _ = direct
-    prompt = "The three primary colors are"
-    ids = tok(prompt, add_special_tokens=False).input_ids
-    with torch.no_grad():
-        ref = base.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False)[0, len(ids):]
-    out = post(api, "/completions", {"model": BASE, "prompt": prompt, "max_tokens": 8, "temperature": 0})
+    ids, ref = greedy_reference(tok, base)
+    out = post(api, "/completions", {"model": BASE, "prompt": GREEDY_PROMPT, "max_tokens": 8, "temperature": 0})
     choice = out.json()["choices"][0]
     assert choice["text"] == tok.decode(ref) and choice["finish_reason"] == "length"
     assert out.json()["usage"] == {"prompt_tokens": len(ids), "completion_tokens": 8, "total_tokens": len(ids) + 8}
     word = tok.decode(ref).split()[1]
-    stopped = post(api, "/completions", {"model": BASE, "prompt": prompt, "max_tokens": 8, "temperature": 0,
+    stopped = post(api, "/completions", {"model": BASE, "prompt": GREEDY_PROMPT, "max_tokens": 8, "temperature": 0,
                                          "stop": [word]}).json()["choices"][0]
     assert stopped["finish_reason"] == "stop" and word not in stopped["text"]
     assert tok.decode(ref).startswith(stopped["text"])

@@ -19,7 +19,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.ray.serve_helpers import free_port, make_lora_adapter, reference_models, token_logprobs
+from tests.ray.serve_helpers import (
+    GREEDY_PROMPT,
+    free_port,
+    greedy_reference,
+    make_lora_adapter,
+    reference_models,
+    token_logprobs,
+)
 
 pytestmark = pytest.mark.vllm_cpu
 
@@ -96,14 +103,9 @@ def test_ready_and_models(api):
 
 
 def test_greedy_completion_equals_transformers(api, direct):
-    import torch
-
     tok, base, _ = direct
-    prompt = "The three primary colors are"
-    ids = tok(prompt, add_special_tokens=False).input_ids
-    with torch.no_grad():
-        ref = base.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False)[0, len(ids):]
-    out = post(api, "/completions", {"model": BASE, "prompt": prompt, "max_tokens": 8, "temperature": 0})
+    ids, ref = greedy_reference(tok, base)
+    out = post(api, "/completions", {"model": BASE, "prompt": GREEDY_PROMPT, "max_tokens": 8, "temperature": 0})
     assert out.status_code == 200, out.text
     assert out.json()["choices"][0]["text"] == tok.decode(ref)
     assert out.json()["usage"] == {"prompt_tokens": len(ids), "completion_tokens": 8, "total_tokens": len(ids) + 8}

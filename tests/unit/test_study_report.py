@@ -37,7 +37,10 @@ def study(tmp_path):
     cfg = load_config(overrides=[
         f"workdir={tmp_path}", "run_name=st", "train.methods=[sft, ka]", "train.seeds=[0, 1]",
         "study.variants={template: [], hf: [synth.backend=hf, 'train.methods=[ka]', eval.vanilla=false]}",
-        f"study.results={tmp_path}/results.md", f"study.results_json={tmp_path}/results.json"])
+        f"study.results={tmp_path}/results.md", f"study.results_json={tmp_path}/results.json",
+        f"study.extra_results={{BBH (Vanilla): {tmp_path}/bbh}}"])
+    (tmp_path / "bbh").mkdir()
+    (tmp_path / "bbh" / "summary.json").write_text(json.dumps({"Vanilla": {"bbh-navigate": {"accuracy": 0.04}}}))
     _write_run(tmp_path / "st-template", {
         "Vanilla": {"arc-easy": _metrics(0.40), "absr": _metrics(0.30)},
         "SFT [seed 0]": {"arc-easy": _metrics(0.50), "absr": _metrics(0.30)},
@@ -90,4 +93,5 @@ def test_page_renders_with_chart_costs_and_findings(study, tmp_path):
     assert "| template | template | 40 | 90.0% | 75.0% | 0.050 |" in page  # 36/40 linked, 30/40 paths
     assert "| 2.00 | 3.00 | 1.50 |" in page  # median step seconds without the warm-up step, ka / sft
     assert "- KALE vs SFT: +7.5 points average accuracy" in page
+    assert "## BBH (Vanilla)" in page and "| Vanilla | 4.0 | 4.0 |" in page
     assert str(tmp_path / "st-template" / "results" / "summary.json") == results["variants"]["template"]["eval"]["source"]
