@@ -127,6 +127,9 @@ class EngineBase:
         return out
 
 
+CONT_CHUNK_TOKENS = 1024  # continuation tokens per forward when scoring on a shared context
+
+
 class HFEngine(EngineBase):
     def __init__(self, path: str | Path, adapters: dict[str, str] | None = None, dtype: str = "float32",
                  device: str = "auto", max_batch_tokens: int = 8192, max_batch_seqs: int = 64) -> None:
@@ -235,35 +238,44 @@ class HFEngine(EngineBase):
         return out
 
     def _continuations(self, context: list[int], conts: list[list[int]]) -> list[tuple[float, bool]]:
-        """One forward over the context (last position's logits only), then every non-empty
-        continuation, right-padded, on copies of its cache; pads sit after every real token, so
-        causal attention keeps them out of the real positions."""
+        """One forward over the context (last position's logits only), then the non-empty
+        continuations, longest first, right-padded, in chunks of at most `CONT_CHUNK_TOKENS` tokens on
+        copies of the context's cache (pads sit after every real token, so causal attention keeps them
+        out of the real positions; chunks bound the [rows, width, vocab] logits)."""
+        import copy
+
         import torch
 
         dev = self.device
         head = self.model(input_ids=torch.tensor([context], device=dev), use_cache=True, logits_to_keep=1)
         first = torch.log_softmax(head.logits[0, -1].float(), dim=-1)
-        live = [j for j, c in enumerate(conts) if c]
-        rest = None
-        width = max((len(conts[j]) for j in live), default=0)
-        if width > 1:
-            cache = head.past_key_values
-            cache.batch_repeat_interleave(len(live))
-            ids = torch.full((len(live), width - 1), self.pad_id, dtype=torch.long)
-            for row, j in enumerate(live):
-                ids[row, : len(conts[j]) - 1] = torch.tensor(conts[j][:-1], dtype=torch.long)
-            rest = torch.log_softmax(self.model(input_ids=ids.to(dev), past_key_values=cache).logits.float(), dim=-1)
+        first_best = int(first.argmax())
         out = [(0.0, True)] * len(conts)
-        for row, j in enumerate(live):
-            cont = conts[j]
-            lp = [float(first[cont[0]])]
-            greedy = [int(first.argmax()) == cont[0]]
-            if len(cont) > 1:
-                steps = rest[row, : len(cont) - 1]
-                target = torch.tensor(cont[1:], device=steps.device)
-                lp += steps.gather(-1, target[:, None])[:, 0].tolist()
-                greedy += (steps.argmax(-1) == target).tolist()
-            out[j] = (float(sum(lp)), all(greedy))
+        live = sorted((j for j, c in enumerate(conts) if c), key=lambda j: -len(conts[j]))
+        for j in live:
+            if len(conts[j]) == 1:
+                out[j] = (float(first[conts[j][0]]), first_best == conts[j][0])
+        longer = [j for j in live if len(conts[j]) > 1]
+        while longer:
+            width = len(conts[longer[0]]) - 1
+            rows = max(1, min(self.max_batch_seqs, CONT_CHUNK_TOKENS // width))
+            chunk, longer = longer[:rows], longer[rows:]
+            cache = copy.deepcopy(head.past_key_values)
+            cache.batch_repeat_interleave(len(chunk))
+            ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+            target = torch.full((len(chunk), width), 0, dtype=torch.long)
+            for row, j in enumerate(chunk):
+                cont = conts[j]
+                ids[row, : len(cont) - 1] = torch.tensor(cont[:-1], dtype=torch.long)
+                target[row, : len(cont) - 1] = torch.tensor(cont[1:], dtype=torch.long)
+            logits = self.model(input_ids=ids.to(dev), past_key_values=cache).logits.float()
+            target = target.to(logits.device)
+            lp = (logits.gather(-1, target[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)).tolist()
+            greedy = (logits.argmax(-1) == target).tolist()
+            for row, j in enumerate(chunk):
+                cont, n = conts[j], len(conts[j]) - 1
+                out[j] = (float(first[cont[0]]) + float(sum(lp[row][:n])),
+                          first_best == cont[0] and all(greedy[row][:n]))
         return out
 
     def _scored(self, seq: list[int], logits: Any, top: int) -> Scored:

@@ -37,6 +37,16 @@ def test_shared_context_scores_equal_whole_sequences(engine, adapter):
     assert fast[0][0] > fast[2][0]  # the long, unlikely option scores lower
 
 
+def test_many_continuations_are_chunked_with_the_same_scores(engine, monkeypatch):
+    from kale_ray.serving import hf_engine
+
+    pairs = [("The following statement is true:\n", f"Plants take in gas number {i} at night.") for i in range(12)]
+    whole = EngineBase.loglikelihood(engine, pairs)
+    monkeypatch.setattr(hf_engine, "CONT_CHUNK_TOKENS", 25)  # about two rows a chunk
+    for (ll, greedy), (ref, ref_greedy) in zip(engine.loglikelihood(pairs), whole, strict=True):
+        assert ll == pytest.approx(ref, rel=2e-5, abs=1e-4) and greedy == ref_greedy
+
+
 def test_adapter_changes_scores(engine):
     pairs = _pairs()[:4]
     base, tuned = engine.loglikelihood(pairs), engine.loglikelihood(pairs, "a")
