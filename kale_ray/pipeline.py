@@ -7,6 +7,7 @@ Wall time per stage goes to `<run>/pipeline.json`.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,7 +45,11 @@ class Pipeline:
         self.cfg = cfg
         self.run_dir = Path(cfg.workdir) / cfg.run_name
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.record: dict[str, Any] = {"run": cfg.run_name, "stages": {}}
+        # Seconds add up over re-runs: a resumed pipeline keeps what earlier attempts spent on the
+        # stages it now skips, so pipeline.json stays the stage's real cost.
+        earlier = self.run_dir / "pipeline.json"
+        stages = json.loads(earlier.read_text()).get("stages", {}) if earlier.is_file() else {}
+        self.record: dict[str, Any] = {"run": cfg.run_name, "stages": stages}
         self.start = time.monotonic()
 
     def stage(self, name: str, fn: Callable[[], Any]) -> Any:
@@ -52,7 +57,9 @@ class Pipeline:
         print(f"pipeline: stage {name} ...", flush=True)
         result = fn()
         seconds = time.monotonic() - t0
-        self.record["stages"][name] = {"seconds": round(seconds, 2), "result": str(result)}
+        before = self.record["stages"].get(name, {})
+        self.record["stages"][name] = {"seconds": round(before.get("seconds", 0.0) + seconds, 2),
+                                       "attempts": before.get("attempts", 0) + 1, "result": str(result)}
         atomic_write_json(self.run_dir / "pipeline.json", self.record)
         print(f"pipeline: stage {name} done in {format_seconds(seconds)} -> {result}", flush=True)
         return result
