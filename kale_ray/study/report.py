@@ -41,11 +41,21 @@ def _train_runs(train_dir: Path) -> dict[str, Any]:
     return runs
 
 
+def _finished_pairs(results: Path) -> dict[str, Any]:
+    """An eval still running has no summary.json yet, but every (method, benchmark) pair it finished
+    is already written whole: use those, and say the variant is partial."""
+    summary: dict[str, dict[str, Any]] = {}
+    for metrics in sorted(results.glob("*/*/metrics.json")):
+        summary.setdefault(metrics.parent.parent.name, {})[metrics.parent.name] = _read_json(metrics)["metrics"]
+    return {"source": str(results / "*/*/metrics.json"), "summary": summary, "partial": True}
+
+
 def collect_variant(run_dir: Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     out: dict[str, Any] = {"run_dir": str(run_dir)}
     summary = run_dir / "results" / "summary.json"
-    out["eval"] = {"source": str(summary), "summary": _read_json(summary)}
+    out["eval"] = {"source": str(summary), "summary": _read_json(summary)} if summary.is_file() \
+        else _finished_pairs(run_dir / "results")
     pipeline = run_dir / "pipeline.json"
     record = _read_json(pipeline) or {}
     out["stages"] = {"source": str(pipeline),
@@ -265,6 +275,9 @@ def _setup(results: dict[str, Any], rows: dict[str, Any]) -> list[str]:
         f"files), at most {data['limit_train']} training and {data['limit_test']} test rows each. "
         f"Test items scored per benchmark: {', '.join(f'{b} {n}' for b, n in n_test.items())}.",
         "- Every figure is on the held-out test rows; no model saw them in training.",
+        *[f"- **Variant `{v}` is partial**: its evaluation had not finished; only the finished (method, "
+          "benchmark) pairs are shown, and an average needs every benchmark."
+          for v, d in results["variants"].items() if (d.get("eval") or {}).get("partial")],
         f"- Methods trained: {', '.join(train['methods'])}; seeds {train['seeds'] or 'one (the global seed)'} "
         f"(seed = LoRA init and data order; the split is the same for all).",
         f"- Variants (each a full pipeline run): {variants}.",

@@ -85,6 +85,18 @@ def test_tables_are_mean_and_sd_over_seeds(study):
     assert known.startswith("| KALE | 30 |") and "| 20.0 ± 0.0 |" in known
 
 
+def test_a_running_eval_contributes_its_finished_pairs(study, tmp_path):
+    run = tmp_path / "st-hf" / "results"
+    (run / "summary.json").unlink()
+    (run / "KALE [seed 0]" / "absr").mkdir(parents=True)
+    (run / "KALE [seed 0]" / "absr" / "metrics.json").write_text(json.dumps({"key": "k", "metrics": _metrics(0.5)}))
+    results = collect(study)
+    assert results["variants"]["hf"]["eval"]["partial"]
+    assert [m["accuracy"] for m in method_rows(results)["KALE · hf"]["absr"]] == [0.5]
+    render(results, tmp_path / "results.md", tmp_path / "results.json", None)
+    assert "Variant `hf` is partial" in (tmp_path / "results.md").read_text()
+
+
 def test_page_renders_with_chart_costs_and_findings(study, tmp_path):
     results = collect(study)
     render(results, tmp_path / "results.md", tmp_path / "results.json", None)
