@@ -22,6 +22,7 @@ from kale_ray.sections import (
     KGConfig,
     ModelConfig,
     PathsConfig,
+    ProbeConfig,
     RayConfig,
     ServeConfig,
     SynthConfig,
@@ -62,6 +63,7 @@ class KaleConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
 
     def stage_dir(self, stage: str) -> Path:
         return self.workdir / self.run_name / stage
