@@ -104,3 +104,9 @@ def label_rows(engine: Any, rows: list[dict[str, Any]], cfg: Any) -> pa.Table:  
                             ("known", None if entropy is None else entropy <= cfg.probe.threshold)):
             out[name].append(value)
     return pa.table(out, schema=pa.schema(LABEL_FIELDS))
+
+
+def apply_threshold(table: pa.Table, threshold: float) -> pa.Table:
+    """`known` recomputed from the stored entropies, so a new threshold needs no new sampling."""
+    known = [None if e is None else e <= threshold for e in table.column("entropy").to_pylist()]
+    return table.set_column(table.schema.get_field_index("known"), "known", pa.array(known, pa.bool_()))
