@@ -165,7 +165,7 @@ def run_probe_stage(cfg: Any, out: Path | None = None) -> Path:
     splits = {s: read_split(data_dir, s) for s in ("train", "test")}
     model_path = str(resolve_model(cfg.model.name_or_path, cfg.model.cache_dir))
     config_hash = hashlib.sha256(json.dumps(
-        {"probe": cfg.probe.model_dump(mode="json", exclude={"workers", "worker_cpus", "batch_size", "out"}),
+        {"probe": cfg.probe.model_dump(mode="json", exclude={"workers", "worker_cpus", "batch_size", "out", "select_margin"}),
          "model": model_path, "dtype": cfg.model.dtype, "seed": probe_seed(cfg),
          "ids": {s: _ids_hash(t) for s, t in splits.items()}}, sort_keys=True).encode()).hexdigest()[:16]
     if is_complete(out, config_hash):
