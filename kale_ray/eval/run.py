@@ -151,8 +151,15 @@ def run_eval(cfg: Any, models: dict[str, str], out: Path, rows: pa.Table | None 
                 progress = Progress(f"eval {method}/{bench}", len(items), unit="items",
                                     metrics_path=out / "metrics.jsonl")
                 preds = score_rows(scorer, bench, items, cfg, progress)
-                if probe_rows:
-                    for pred, flag in zip(preds, known_flags(scorer, items, probe_rows), strict=True):
+                flags = None
+                if cfg.eval.known_incorrect and cfg.eval.known_from == "probe":
+                    from kale_ray.probe.uses import probe_known_flags
+
+                    flags = probe_known_flags(scorer, items, cfg)
+                elif probe_rows:
+                    flags = known_flags(scorer, items, probe_rows)
+                if flags is not None:
+                    for pred, flag in zip(preds, flags, strict=True):
                         pred["known"] = flag
                 progress.close()
                 metrics = pair_metrics(preds)
