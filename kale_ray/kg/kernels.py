@@ -31,7 +31,9 @@ def bounded_bfs(indptr: np.ndarray, nbr: np.ndarray, source: int, depth: int) ->
 @njit(cache=True)
 def _bfs_into(indptr: np.ndarray, nbr: np.ndarray, source: int, depth: int, dist: np.ndarray,
               queue: np.ndarray) -> int:
-    """BFS up to `depth` writing into `dist` (all -1 on entry); visited nodes are queue[:returned]."""
+    """BFS up to `depth` writing into `dist` (all -1 on entry); visited nodes are queue[:returned].
+    Callers hand in reused scratch arrays and undo what was written with `_reset`, so a search costs
+    what its BFS reaches, not O(nodes)."""
     dist[source] = 0
     queue[0] = source
     head, tail = 0, 1
@@ -51,26 +53,27 @@ def _bfs_into(indptr: np.ndarray, nbr: np.ndarray, source: int, depth: int, dist
 
 
 @njit(cache=True)
-def neighbourhood(indptr: np.ndarray, nbr: np.ndarray, source: int, depth: int) -> np.ndarray:
-    """Nodes 1..depth hops from `source`, ascending; cost proportional to what is reached."""
-    n = len(indptr) - 1
-    dist = np.empty(n, np.int16)
-    dist[:] = -1
-    queue = np.empty(n, np.int64)
-    tail = _bfs_into(indptr, nbr, source, depth, dist, queue)
-    return np.sort(queue[1:tail])
+def _reset(dist: np.ndarray, queue: np.ndarray, tail: int) -> None:
+    for i in range(tail):
+        dist[queue[i]] = -1
 
 
 @njit(cache=True)
-def anchor_heuristic(indptr: np.ndarray, nbr: np.ndarray, anchors: np.ndarray, target: int,
-                     depth: int) -> np.ndarray:
-    """h(e) = max_i [dist(a_i, target) - dist(a_i, e)]+ for every node, terms with an unreached node = 0.
-    One dist buffer is reused across anchors and reset only where a BFS wrote."""
-    n = len(indptr) - 1
-    h = np.zeros(n, np.int16)
-    dist = np.empty(n, np.int16)
-    dist[:] = -1
-    queue = np.empty(n, np.int64)
+def neighbourhood(indptr: np.ndarray, nbr: np.ndarray, source: int, depth: int, dist: np.ndarray,
+                  queue: np.ndarray) -> np.ndarray:
+    """Nodes 1..depth hops from `source`, ascending; cost proportional to what is reached."""
+    tail = _bfs_into(indptr, nbr, source, depth, dist, queue)
+    out = np.sort(queue[1:tail])
+    _reset(dist, queue, tail)
+    return out
+
+
+@njit(cache=True)
+def anchor_heuristic(indptr: np.ndarray, nbr: np.ndarray, anchors: np.ndarray, target: int, depth: int,
+                     dist: np.ndarray, queue: np.ndarray) -> np.ndarray:
+    """METHOD.md's bound: h(e) = max_i [dist(a_i, target) - dist(a_i, e)]+, a term with an unreached
+    node = 0. Only nodes some anchor BFS reached can get h > 0, so only those are written."""
+    h = np.zeros(len(indptr) - 1, np.int16)
     for a in anchors:
         tail = _bfs_into(indptr, nbr, a, depth, dist, queue)
         to_target = dist[target]
@@ -80,8 +83,48 @@ def anchor_heuristic(indptr: np.ndarray, nbr: np.ndarray, anchors: np.ndarray, t
                 term = to_target - dist[e]
                 if term > h[e]:
                     h[e] = term
+        _reset(dist, queue, tail)
+    return h
+
+
+@njit(cache=True)
+def landmark_heuristic(indptr: np.ndarray, nbr: np.ndarray, anchors: np.ndarray, target: int, depth: int,
+                       dist: np.ndarray, queue: np.ndarray) -> np.ndarray:
+    """The two-sided landmark bound h(e) = max_i |dist(a_i, target) - dist(a_i, e)|, where a node the
+    depth-d BFS did not reach is at least d + 1 away: reached/unreached terms are d + 1 - (the reached
+    distance), both unreached = 0. (Proof of admissibility: `paths.landmark_heuristic`.)"""
+    n = len(indptr) - 1
+    h = np.zeros(n, np.int16)
+    beyond = depth + 1
+    for a in anchors:
+        tail = _bfs_into(indptr, nbr, a, depth, dist, queue)
+        to_target = dist[target]
+        if to_target >= 0:
+            # Every node this BFS did not reach is >= beyond - to_target (>= 1) from the target.
+            floor = beyond - to_target
+            for e in range(n):
+                if dist[e] < 0 and floor > h[e]:
+                    h[e] = floor
         for i in range(tail):
-            dist[queue[i]] = -1
+            e = queue[i]
+            term = abs(to_target - dist[e]) if to_target >= 0 else beyond - dist[e]
+            if term > h[e]:
+                h[e] = term
+        _reset(dist, queue, tail)
+    return h
+
+
+@njit(cache=True)
+def target_heuristic(indptr: np.ndarray, nbr: np.ndarray, target: int, depth: int, dist: np.ndarray,
+                     queue: np.ndarray) -> np.ndarray:
+    """The landmark bound with the target as its own landmark: h(e) = dist(e, target) if <= depth,
+    else depth + 1. One BFS from the target."""
+    h = np.full(len(indptr) - 1, depth + 1, np.int16)
+    tail = _bfs_into(indptr, nbr, target, depth, dist, queue)
+    for i in range(tail):
+        e = queue[i]
+        h[e] = dist[e]
+        dist[e] = -1
     return h
 
 

@@ -5,13 +5,19 @@ Both search the undirected view of the KG (an edge may be walked against its dir
 arrays (`store.Adjacency`), return node-distinct simple paths, at most `max_paths`, each at most
 `max_hops` edges, shortest first, and count the paths they expanded.
 
-A*: cost g = edges walked from the source, f = g + h with
-    h(e) = max_i [dist(a_i, e_target) - dist(a_i, e)]+      (0 for any term with an unreached node)
-over k anchors a_i sampled (seeded) from the m-hop neighbourhood of the target, each with a BFS of
-depth d. By the triangle inequality on the undirected view, h never exceeds the true distance, so
-the first goal popped is a shortest path and goals come out in order of length. The queue holds
-(f, g, node, path) entries, several per node (no closed set), paths never repeat a node, and the
-search stops after K paths or once the best f exceeds the hop limit. The A* loop is compiled with
+A*: cost g = edges walked from the source, f = g + h, with one of three admissible lower bounds h
+on the undirected hop distance to the target (`SearchLimits.heuristic`, proofs in `build_heuristic`):
+    anchor    METHOD.md exactly: h(e) = max_i [dist(a_i, e_target) - dist(a_i, e)]+ over k anchors a_i
+              sampled (seeded) from the m-hop neighbourhood of the target, each with a BFS of depth d,
+              0 for any term with an unreached node. At most m, so it prunes little (bench/README.md).
+    landmark  the full two-sided landmark (ALT) bound over the same anchors, using that a node a depth-d
+              BFS did not reach is at least d + 1 away.
+    target    the landmark bound with the target as its own landmark: exact within d hops of the
+              target, d + 1 beyond. One BFS per target; the default (fewest expansions, measured).
+Since h never exceeds the true distance, the first goal popped is a shortest path and goals come out
+in order of length. The queue holds (f, g, node, path) entries, several per node (no closed set),
+paths never repeat a node, and the search stops after K paths or once the best f exceeds the hop
+limit. The A* loop is compiled with
 numba (`kernels.py`); the BFS reference stays plain Python, written apart from it on purpose.
 """
 
@@ -36,6 +42,7 @@ class SearchLimits:
     anchor_depth: int = 3       # d
     max_expansions: int = 200_000  # safety budget per pair; hitting it is reported as `truncated`
     seed: int = 0
+    heuristic: str = "target"   # anchor | landmark | target (see the module docstring)
 
 
 @dataclass
@@ -53,25 +60,67 @@ class SearchResult:
         return [len(s) for s in self.steps]
 
 
-class AnchorHeuristic:
-    """h for one target: k seeded anchors around it and their depth-limited BFS distances, folded
-    into one table h[node] (built once per target, compiled, cost proportional to what the BFS reach)."""
+HEURISTICS = ("anchor", "landmark", "target")
 
-    def __init__(self, adj: Adjacency, target: int, limits: SearchLimits) -> None:
-        self.anchors = sample_anchors(adj, target, limits.anchors, limits.anchor_hops,
-                                      np.random.default_rng([limits.seed, target]))
-        self.h = kernels.anchor_heuristic(adj.indptr, adj.nbr, self.anchors.astype(np.int64), int(target),
-                                          int(limits.anchor_depth))
+
+class Scratch:
+    """BFS buffers sized to the graph, reused across searches: every kernel leaves `dist` all -1 again
+    (resetting only what it wrote), so a query costs what its BFS reaches, not fresh O(nodes) arrays."""
+
+    def __init__(self, num_nodes: int) -> None:
+        self.dist = np.full(num_nodes, -1, np.int16)
+        self.queue = np.empty(num_nodes, np.int64)
+
+
+class Heuristic:
+    """h for one target as a table h[node] (built once per target, compiled); `anchors` are the
+    sampled anchors (empty for the `target` heuristic, which needs none)."""
+
+    def __init__(self, adj: Adjacency, target: int, limits: SearchLimits, scratch: Scratch | None = None) -> None:
+        self.anchors, self.h = build_heuristic(adj, target, limits, scratch or Scratch(adj.num_nodes))
 
     def __call__(self, nodes: np.ndarray) -> np.ndarray:
         return self.h[nodes]
 
 
-def sample_anchors(adj: Adjacency, target: int, k: int, m: int, rng: np.random.Generator) -> np.ndarray:
+def build_heuristic(adj: Adjacency, target: int, limits: SearchLimits,
+                    scratch: Scratch) -> tuple[np.ndarray, np.ndarray]:
+    """(anchors, h table) for `limits.heuristic`. Why each h is admissible (h(e) <= dist(e, t), the hop
+    distance on the undirected view, a metric; infinite across components):
+
+    BFS from anchor a to depth d gives D(x) = dist(a, x) when dist(a, x) <= d, and "unreached" otherwise,
+    which means dist(a, x) >= d + 1 (or infinite). The triangle inequality gives, for every e and t,
+    dist(e, t) >= dist(a, t) - dist(a, e) and dist(e, t) >= dist(a, e) - dist(a, t). Hence:
+      - both reached: dist(e, t) >= |D(t) - D(e)|;
+      - t reached, e not: dist(e, t) >= dist(a, e) - D(t) >= d + 1 - D(t);
+      - e reached, t not: dist(e, t) >= dist(a, t) - D(e) >= d + 1 - D(e);
+      - neither: dist(e, t) >= 0.
+    `landmark` takes the max of these over the anchors, a max of lower bounds; `anchor` (METHOD.md)
+    keeps only the first case's one-sided term [D(t) - D(e)]+, so it is no larger than `landmark`.
+    `target` is the landmark term for a = t: D(t) = 0, so h(e) = D(e) = dist(e, t) when e is within d
+    hops (exact) and d + 1 otherwise. No other anchor can raise it: within d hops it is already the
+    true distance, and beyond, each case above is at most d + 1 since every D lies in [0, d]; so the
+    sampled anchors would be k BFS runs for nothing, and `target` runs only the one from t.
+    """
+    depth, t = int(limits.anchor_depth), int(target)
+    if limits.heuristic == "target":
+        return np.zeros(0, np.int64), kernels.target_heuristic(adj.indptr, adj.nbr, t, depth, scratch.dist,
+                                                               scratch.queue)
+    if limits.heuristic not in HEURISTICS:
+        raise ValueError(f"unknown heuristic {limits.heuristic!r}; expected one of {', '.join(HEURISTICS)}")
+    anchors = sample_anchors(adj, t, limits.anchors, limits.anchor_hops,
+                             np.random.default_rng([limits.seed, t]), scratch).astype(np.int64)
+    kernel = kernels.anchor_heuristic if limits.heuristic == "anchor" else kernels.landmark_heuristic
+    return anchors, kernel(adj.indptr, adj.nbr, anchors, t, depth, scratch.dist, scratch.queue)
+
+
+def sample_anchors(adj: Adjacency, target: int, k: int, m: int, rng: np.random.Generator,
+                   scratch: Scratch | None = None) -> np.ndarray:
     """k distinct nodes drawn uniformly from those 1..m hops from the target (fewer if there are fewer)."""
     if k <= 0:
         return np.zeros(0, dtype=np.int64)
-    candidates = kernels.neighbourhood(adj.indptr, adj.nbr, int(target), int(m))
+    scratch = scratch or Scratch(adj.num_nodes)
+    candidates = kernels.neighbourhood(adj.indptr, adj.nbr, int(target), int(m), scratch.dist, scratch.queue)
     if len(candidates) <= k:
         return candidates
     return np.sort(rng.choice(candidates, size=k, replace=False))
@@ -86,12 +135,13 @@ def _trivial(source: int, target: int, adj: Adjacency, start: float) -> SearchRe
 
 
 def astar_paths(adj: Adjacency, source: int, target: int, limits: SearchLimits,
-                heuristic: AnchorHeuristic | None = None) -> SearchResult:
-    """Up to K shortest simple paths source -> target within the hop limit, by multi-path A*."""
+                heuristic: Heuristic | None = None) -> SearchResult:
+    """Up to K shortest simple paths source -> target within the hop limit, by multi-path A*. For many
+    queries use `PathSearcher` (reused buffers, heuristic cached per target)."""
     start = time.perf_counter()
     if (trivial := _trivial(source, target, adj, start)) is not None:
         return trivial
-    h = heuristic if heuristic is not None else AnchorHeuristic(adj, target, limits)
+    h = heuristic if heuristic is not None else Heuristic(adj, target, limits)
     return _search(adj, source, target, limits, h, start)
 
 
@@ -128,7 +178,7 @@ def bfs_paths(adj: Adjacency, source: int, target: int, limits: SearchLimits) ->
     return result
 
 
-def _search(adj: Adjacency, source: int, target: int, limits: SearchLimits, h: AnchorHeuristic,
+def _search(adj: Adjacency, source: int, target: int, limits: SearchLimits, h: Heuristic,
             start: float) -> SearchResult:
     """The A* loop itself runs compiled (`kernels.astar`); here its path tree is unrolled into paths."""
     found, node, parent, pos, expanded, truncated = kernels.astar(
@@ -148,16 +198,18 @@ def _search(adj: Adjacency, source: int, target: int, limits: SearchLimits, h: A
 
 
 class PathSearcher:
-    """A* over one KG with the anchor heuristic cached per target (rows often share an answer)."""
+    """A* over one KG: BFS buffers allocated once, the heuristic cached per target (rows often share
+    an answer; `cache_size=0` rebuilds it for every query)."""
 
     def __init__(self, adj: Adjacency, limits: SearchLimits, cache_size: int = 64) -> None:
         self.adj, self.limits, self.cache_size = adj, limits, cache_size
-        self._cache: OrderedDict[int, AnchorHeuristic] = OrderedDict()
+        self.scratch = Scratch(adj.num_nodes)
+        self._cache: OrderedDict[int, Heuristic] = OrderedDict()
 
-    def heuristic(self, target: int) -> AnchorHeuristic:
+    def heuristic(self, target: int) -> Heuristic:
         h = self._cache.get(target)
         if h is None:
-            h = AnchorHeuristic(self.adj, target, self.limits)
+            h = Heuristic(self.adj, target, self.limits, self.scratch)
             self._cache[target] = h
             if len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
