@@ -3,7 +3,7 @@
 The multi-path A* keeps its queue entries in flat arrays: entry i is a path ending at node[i], whose
 previous entry is parent[i] (a tree of paths, so many paths share prefixes), reached over CSR position
 pos[i], with cost g[i] and priority f[i]. The heap orders entries by (f, -g, entry index): among equal
-f the deeper path first, then insertion order, exactly as `paths._search_python` does.
+f the deeper path first, then insertion order (as the networkx version in bench/paths.py does).
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ def bounded_bfs(indptr: np.ndarray, nbr: np.ndarray, source: int, depth: int) ->
     n = len(indptr) - 1
     dist = np.empty(n, np.int16)
     dist[:] = -1
-    _bfs_into(indptr, nbr, source, depth, dist, np.empty(n, np.int64))
+    bfs_into(indptr, nbr, source, depth, dist, np.empty(n, np.int64))
     return dist
 
 
 @njit(cache=True)
-def _bfs_into(indptr: np.ndarray, nbr: np.ndarray, source: int, depth: int, dist: np.ndarray,
+def bfs_into(indptr: np.ndarray, nbr: np.ndarray, source: int, depth: int, dist: np.ndarray,
               queue: np.ndarray) -> int:
     """BFS up to `depth` writing into `dist` (all -1 on entry); visited nodes are queue[:returned].
     Callers hand in reused scratch arrays and undo what was written with `_reset`, so a search costs
@@ -53,7 +53,7 @@ def _bfs_into(indptr: np.ndarray, nbr: np.ndarray, source: int, depth: int, dist
 
 
 @njit(cache=True)
-def _reset(dist: np.ndarray, queue: np.ndarray, tail: int) -> None:
+def reset_dist(dist: np.ndarray, queue: np.ndarray, tail: int) -> None:
     for i in range(tail):
         dist[queue[i]] = -1
 
@@ -62,9 +62,9 @@ def _reset(dist: np.ndarray, queue: np.ndarray, tail: int) -> None:
 def neighbourhood(indptr: np.ndarray, nbr: np.ndarray, source: int, depth: int, dist: np.ndarray,
                   queue: np.ndarray) -> np.ndarray:
     """Nodes 1..depth hops from `source`, ascending; cost proportional to what is reached."""
-    tail = _bfs_into(indptr, nbr, source, depth, dist, queue)
+    tail = bfs_into(indptr, nbr, source, depth, dist, queue)
     out = np.sort(queue[1:tail])
-    _reset(dist, queue, tail)
+    reset_dist(dist, queue, tail)
     return out
 
 
@@ -75,7 +75,7 @@ def anchor_heuristic(indptr: np.ndarray, nbr: np.ndarray, anchors: np.ndarray, t
     node = 0. Only nodes some anchor BFS reached can get h > 0, so only those are written."""
     h = np.zeros(len(indptr) - 1, np.int16)
     for a in anchors:
-        tail = _bfs_into(indptr, nbr, a, depth, dist, queue)
+        tail = bfs_into(indptr, nbr, a, depth, dist, queue)
         to_target = dist[target]
         if to_target >= 0:
             for i in range(tail):
@@ -83,7 +83,7 @@ def anchor_heuristic(indptr: np.ndarray, nbr: np.ndarray, anchors: np.ndarray, t
                 term = to_target - dist[e]
                 if term > h[e]:
                     h[e] = term
-        _reset(dist, queue, tail)
+        reset_dist(dist, queue, tail)
     return h
 
 
@@ -97,7 +97,7 @@ def landmark_heuristic(indptr: np.ndarray, nbr: np.ndarray, anchors: np.ndarray,
     h = np.zeros(n, np.int16)
     beyond = depth + 1
     for a in anchors:
-        tail = _bfs_into(indptr, nbr, a, depth, dist, queue)
+        tail = bfs_into(indptr, nbr, a, depth, dist, queue)
         to_target = dist[target]
         if to_target >= 0:
             # Every node this BFS did not reach is >= beyond - to_target (>= 1) from the target.
@@ -110,21 +110,7 @@ def landmark_heuristic(indptr: np.ndarray, nbr: np.ndarray, anchors: np.ndarray,
             term = abs(to_target - dist[e]) if to_target >= 0 else beyond - dist[e]
             if term > h[e]:
                 h[e] = term
-        _reset(dist, queue, tail)
-    return h
-
-
-@njit(cache=True)
-def target_heuristic(indptr: np.ndarray, nbr: np.ndarray, target: int, depth: int, dist: np.ndarray,
-                     queue: np.ndarray) -> np.ndarray:
-    """The landmark bound with the target as its own landmark: h(e) = dist(e, target) if <= depth,
-    else depth + 1. One BFS from the target."""
-    h = np.full(len(indptr) - 1, depth + 1, np.int16)
-    tail = _bfs_into(indptr, nbr, target, depth, dist, queue)
-    for i in range(tail):
-        e = queue[i]
-        h[e] = dist[e]
-        dist[e] = -1
+        reset_dist(dist, queue, tail)
     return h
 
 
@@ -177,9 +163,10 @@ def _grow(a: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def astar(indptr: np.ndarray, nbr: np.ndarray, h: np.ndarray, source: int, target: int, max_paths: int,
-          max_hops: int, max_expansions: int):  # noqa: ANN201
-    """Returns (goal entries, node, parent, pos, expanded, truncated)."""
+def astar(indptr: np.ndarray, nbr: np.ndarray, h: np.ndarray, beyond: int, source: int, target: int,
+          max_paths: int, max_hops: int, max_expansions: int):  # noqa: ANN201
+    """Returns (goal entries, node, parent, pos, expanded, truncated). h[v] < 0 stands for `beyond`, so
+    a BFS distance table (-1 = not reached) is an h table as it is, with no O(nodes) pass."""
     cap = 1024
     node = np.empty(cap, np.int64)
     parent = np.empty(cap, np.int64)
@@ -187,7 +174,7 @@ def astar(indptr: np.ndarray, nbr: np.ndarray, h: np.ndarray, source: int, targe
     g = np.empty(cap, np.int32)
     f = np.empty(cap, np.int32)
     heap = np.empty(cap, np.int64)
-    node[0], parent[0], pos[0], g[0], f[0] = source, -1, -1, 0, h[source]
+    node[0], parent[0], pos[0], g[0], f[0] = source, -1, -1, 0, h[source] if h[source] >= 0 else beyond
     count, size = 1, 0
     _push(heap, size, 0, f, g)
     size += 1
@@ -217,7 +204,8 @@ def astar(indptr: np.ndarray, nbr: np.ndarray, h: np.ndarray, source: int, targe
             hi = lo + 1 if lo < hi and nbr[lo] == target else lo
         for p in range(lo, hi):
             v = nbr[p]
-            fv = ge + 1 + h[v]
+            hv = h[v]
+            fv = ge + 1 + (hv if hv >= 0 else beyond)
             if fv > max_hops:
                 continue
             a = e

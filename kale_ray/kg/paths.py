@@ -73,20 +73,31 @@ class Scratch:
 
 
 class Heuristic:
-    """h for one target as a table h[node] (built once per target, compiled); `anchors` are the
-    sampled anchors (empty for the `target` heuristic, which needs none)."""
+    """h for one target as a table: h[node], where an entry < 0 stands for `beyond` (so a BFS distance
+    table serves as it is). `anchors` are the sampled anchors (none for the `target` heuristic)."""
 
     def __init__(self, adj: Adjacency, target: int, limits: SearchLimits, scratch: Scratch | None = None) -> None:
-        self.anchors, self.h = build_heuristic(adj, target, limits, scratch or Scratch(adj.num_nodes))
+        self.anchors, self.table, self.beyond = build_heuristic(adj, target, limits,
+                                                                scratch or Scratch(adj.num_nodes))
 
     def __call__(self, nodes: np.ndarray) -> np.ndarray:
-        return self.h[nodes]
+        values = self.table[nodes]
+        return np.where(values < 0, self.beyond, values)
+
+
+def target_depth(limits: SearchLimits) -> int:
+    """BFS depth of the `target` heuristic: d, but never more than max_hops - 1. A* pushes a node v at
+    depth g >= 1 only if g + h(v) <= max_hops, which needs h(v) <= max_hops - 1; with D = max_hops - 1,
+    min(dist, D + 1) <= max_hops - g exactly when dist <= max_hops - g, so every push decision, every f
+    of a pushed entry and hence the search are those of the deeper table (at most one extra expansion:
+    a source more than max_hops away). A 1-hop search then needs no BFS beyond the target itself."""
+    return max(0, min(int(limits.anchor_depth), int(limits.max_hops) - 1))
 
 
 def build_heuristic(adj: Adjacency, target: int, limits: SearchLimits,
-                    scratch: Scratch) -> tuple[np.ndarray, np.ndarray]:
-    """(anchors, h table) for `limits.heuristic`. Why each h is admissible (h(e) <= dist(e, t), the hop
-    distance on the undirected view, a metric; infinite across components):
+                    scratch: Scratch) -> tuple[np.ndarray, np.ndarray, int]:
+    """(anchors, h table, beyond) for `limits.heuristic`. Why each h is admissible (h(e) <= dist(e, t),
+    the hop distance on the undirected view, a metric; infinite across components):
 
     BFS from anchor a to depth d gives D(x) = dist(a, x) when dist(a, x) <= d, and "unreached" otherwise,
     which means dist(a, x) >= d + 1 (or infinite). The triangle inequality gives, for every e and t,
@@ -102,16 +113,17 @@ def build_heuristic(adj: Adjacency, target: int, limits: SearchLimits,
     true distance, and beyond, each case above is at most d + 1 since every D lies in [0, d]; so the
     sampled anchors would be k BFS runs for nothing, and `target` runs only the one from t.
     """
-    depth, t = int(limits.anchor_depth), int(target)
+    t = int(target)
     if limits.heuristic == "target":
-        return np.zeros(0, np.int64), kernels.target_heuristic(adj.indptr, adj.nbr, t, depth, scratch.dist,
-                                                               scratch.queue)
+        depth = target_depth(limits)
+        return np.zeros(0, np.int64), kernels.bounded_bfs(adj.indptr, adj.nbr, t, depth), depth + 1
     if limits.heuristic not in HEURISTICS:
         raise ValueError(f"unknown heuristic {limits.heuristic!r}; expected one of {', '.join(HEURISTICS)}")
     anchors = sample_anchors(adj, t, limits.anchors, limits.anchor_hops,
                              np.random.default_rng([limits.seed, t]), scratch).astype(np.int64)
     kernel = kernels.anchor_heuristic if limits.heuristic == "anchor" else kernels.landmark_heuristic
-    return anchors, kernel(adj.indptr, adj.nbr, anchors, t, depth, scratch.dist, scratch.queue)
+    return anchors, kernel(adj.indptr, adj.nbr, anchors, t, int(limits.anchor_depth), scratch.dist,
+                           scratch.queue), 0
 
 
 def sample_anchors(adj: Adjacency, target: int, k: int, m: int, rng: np.random.Generator,
@@ -142,7 +154,7 @@ def astar_paths(adj: Adjacency, source: int, target: int, limits: SearchLimits,
     if (trivial := _trivial(source, target, adj, start)) is not None:
         return trivial
     h = heuristic if heuristic is not None else Heuristic(adj, target, limits)
-    return _search(adj, source, target, limits, h, start)
+    return _search(adj, source, target, limits, h.table, h.beyond, start)
 
 
 def bfs_paths(adj: Adjacency, source: int, target: int, limits: SearchLimits) -> SearchResult:
@@ -178,11 +190,12 @@ def bfs_paths(adj: Adjacency, source: int, target: int, limits: SearchLimits) ->
     return result
 
 
-def _search(adj: Adjacency, source: int, target: int, limits: SearchLimits, h: Heuristic,
+def _search(adj: Adjacency, source: int, target: int, limits: SearchLimits, table: np.ndarray, beyond: int,
             start: float) -> SearchResult:
     """The A* loop itself runs compiled (`kernels.astar`); here its path tree is unrolled into paths."""
     found, node, parent, pos, expanded, truncated = kernels.astar(
-        adj.indptr, adj.nbr, h.h, source, target, limits.max_paths, limits.max_hops, limits.max_expansions)
+        adj.indptr, adj.nbr, table, beyond, source, target, limits.max_paths, limits.max_hops,
+        limits.max_expansions)
     result = SearchResult(nodes_expanded=int(expanded), truncated=bool(truncated))
     for entry in found.tolist():
         nodes, steps = [], []
@@ -198,8 +211,10 @@ def _search(adj: Adjacency, source: int, target: int, limits: SearchLimits, h: H
 
 
 class PathSearcher:
-    """A* over one KG: BFS buffers allocated once, the heuristic cached per target (rows often share
-    an answer; `cache_size=0` rebuilds it for every query)."""
+    """A* over one KG with BFS buffers allocated once. The `target` heuristic is the BFS distance table
+    from the target, written into the reused buffer and undone after the search: O(what the BFS
+    reaches) per query, never O(nodes). The anchor-based tables (k BFS each, dense) are cached per
+    target (rows often share an answer; `cache_size=0` rebuilds them for every query)."""
 
     def __init__(self, adj: Adjacency, limits: SearchLimits, cache_size: int = 64) -> None:
         self.adj, self.limits, self.cache_size = adj, limits, cache_size
@@ -222,6 +237,15 @@ class PathSearcher:
         if max_hops is not None and max_hops != limits.max_hops:
             limits = SearchLimits(**{**limits.__dict__, "max_hops": max_hops})
         start = time.perf_counter()
-        if (trivial := _trivial(source, target, self.adj, start)) is not None:
+        adj, scratch = self.adj, self.scratch
+        if (trivial := _trivial(source, target, adj, start)) is not None:
             return trivial
-        return _search(self.adj, source, target, limits, self.heuristic(target), start)
+        if limits.heuristic != "target":
+            h = self.heuristic(target)
+            return _search(adj, source, target, limits, h.table, h.beyond, start)
+        depth = target_depth(limits)
+        reached = kernels.bfs_into(adj.indptr, adj.nbr, int(target), depth, scratch.dist, scratch.queue)
+        try:
+            return _search(adj, source, target, limits, scratch.dist, depth + 1, start)
+        finally:
+            kernels.reset_dist(scratch.dist, scratch.queue, reached)

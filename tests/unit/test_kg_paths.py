@@ -15,6 +15,7 @@ from kale_ray.kg.paths import (
     astar_paths,
     bfs_paths,
     sample_anchors,
+    target_depth,
 )
 from kale_ray.kg.sources.base import kg_from_triples
 from kale_ray.kg.verbalize import path_triples, verbalize_path
@@ -69,11 +70,15 @@ def test_astar_matches_exhaustive_bfs_and_true_distance(heuristic: str, seed: in
     limits = SearchLimits(max_paths=max_paths, max_hops=max_hops, anchors=anchors, anchor_hops=2,
                           anchor_depth=depth, seed=seed, heuristic=heuristic)
     rng = np.random.default_rng(seed)
+    searcher = PathSearcher(kg.adjacency, limits)  # reused buffers: no state may leak between queries
     for source, target in rng.integers(0, kg.num_entities, size=(4, 2)).tolist():
         if source == target:
             continue
         a = astar_paths(kg.adjacency, source, target, limits)
         b = bfs_paths(kg.adjacency, source, target, limits)
+        s = searcher.search(source, target)
+        assert (s.steps, s.nodes_expanded) == (a.steps, a.nodes_expanded)
+        assert (searcher.scratch.dist == -1).all()
         check_paths(kg, a, source, target, limits)
         check_paths(kg, b, source, target, limits)
         assert a.lengths == b.lengths  # the K shortest, with the same lengths
@@ -109,14 +114,16 @@ def test_landmark_dominates_anchor_and_target_is_the_capped_true_distance(seed: 
                                                                           depth: int) -> None:
     kg = random_kg(seed, n, int(n * density))
     target = int(np.random.default_rng(seed).integers(0, kg.num_entities))
-    tables = {name: Heuristic(kg.adjacency, target, SearchLimits(anchors=anchors, anchor_hops=hops,
-                                                                 anchor_depth=depth, seed=seed, heuristic=name))
-              for name in HEURISTICS}
-    assert tables["anchor"].anchors.tolist() == tables["landmark"].anchors.tolist()
-    assert (tables["landmark"].h >= tables["anchor"].h).all()
-    dist = true_distances(kg, target)
-    assert (tables["target"].h == np.minimum(dist, depth + 1)).all()
-    assert (tables["target"].h >= tables["landmark"].h).all(), "no sampled anchor beats the target as landmark"
+    nodes = np.arange(kg.num_entities)
+    built = {name: Heuristic(kg.adjacency, target, SearchLimits(max_hops=depth + 1, anchors=anchors,
+                                                                anchor_hops=hops, anchor_depth=depth, seed=seed,
+                                                                heuristic=name))
+             for name in HEURISTICS}
+    h = {name: b(nodes) for name, b in built.items()}
+    assert built["anchor"].anchors.tolist() == built["landmark"].anchors.tolist()
+    assert (h["landmark"] >= h["anchor"]).all()
+    assert (h["target"] == np.minimum(true_distances(kg, target), depth + 1)).all()
+    assert (h["target"] >= h["landmark"]).all(), "no sampled anchor beats the target as landmark"
 
 
 def test_unreached_nodes_get_the_depth_bound() -> None:
@@ -127,7 +134,7 @@ def test_unreached_nodes_get_the_depth_bound() -> None:
     anchors = np.array([anchor])
     for name, expected in [("anchor", [0, 1, 0, 0, 0, 0, 0, 0, 0, 0]),
                            ("landmark", [0, 1, 0, 1, 2, 2, 2, 2, 2, 2])]:
-        limits = SearchLimits(anchors=1, anchor_hops=1, anchor_depth=2, heuristic=name)
+        limits = SearchLimits(anchors=1, anchor_hops=1, anchor_depth=2, heuristic=name)  # max_hops 4
         h = Heuristic(adj, target, limits)
         assert h.anchors.tolist() == anchors.tolist()
         assert h([kg.id_of(f"n{i}") for i in range(10)]).tolist() == expected
@@ -206,9 +213,26 @@ def test_expansion_budget_truncates_and_says_so() -> None:
 
 def test_searcher_caches_the_heuristic_per_target_and_honours_a_hop_override() -> None:
     kg = random_kg(5, 100, 300)
-    searcher = PathSearcher(kg.adjacency, SearchLimits(max_hops=4), cache_size=2)
+    searcher = PathSearcher(kg.adjacency, SearchLimits(max_hops=4, heuristic="landmark"), cache_size=2)
     r = searcher.search(0, 1, max_hops=2)
     assert all(length <= 2 for length in r.lengths)
     assert searcher.heuristic(1) is searcher.heuristic(1)
     searcher.heuristic(2), searcher.heuristic(3)
     assert 1 not in searcher._cache
+
+
+def test_target_heuristic_depth_is_capped_below_the_hop_limit() -> None:
+    """The target BFS stops at max_hops - 1 and still prunes exactly: same paths, same expansions."""
+    kg = random_kg(8, 300, 900)
+    adj = kg.adjacency
+    for max_hops in (1, 2, 3):
+        capped = SearchLimits(max_hops=max_hops, anchor_depth=3)
+        assert target_depth(capped) == max_hops - 1
+        full_table = Heuristic(adj, 5, SearchLimits(max_hops=9, anchor_depth=3))
+        for source in range(0, 300, 7):
+            if source == 5:
+                continue
+            a = astar_paths(adj, source, 5, capped)
+            b = astar_paths(adj, source, 5, capped, heuristic=full_table)
+            assert a.steps == b.steps
+            assert a.nodes_expanded - b.nodes_expanded in (0, 1)
