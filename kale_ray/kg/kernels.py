@@ -165,8 +165,9 @@ def _grow(a: np.ndarray) -> np.ndarray:
 @njit(cache=True)
 def astar(indptr: np.ndarray, nbr: np.ndarray, h: np.ndarray, beyond: int, source: int, target: int,
           max_paths: int, max_hops: int, max_expansions: int):  # noqa: ANN201
-    """Returns (goal entries, node, parent, pos, expanded, truncated). h[v] < 0 stands for `beyond`, so
-    a BFS distance table (-1 = not reached) is an h table as it is, with no O(nodes) pass."""
+    """Returns (path nodes, path CSR positions, offsets, expanded, truncated): path i is
+    nodes[offsets[i] + i : offsets[i + 1] + i + 1] over CSR positions pos[offsets[i] : offsets[i + 1]].
+    h[v] < 0 stands for `beyond`, so a BFS distance table (-1 = not reached) is an h table as it is."""
     cap = 1024
     node = np.empty(cap, np.int64)
     parent = np.empty(cap, np.int64)
@@ -223,4 +224,35 @@ def astar(indptr: np.ndarray, nbr: np.ndarray, h: np.ndarray, beyond: int, sourc
             _push(heap, size, count, f, g)
             size += 1
             count += 1
-    return found[:n_found], node, parent, pos, expanded, truncated
+    return _unroll(found[:n_found], node, parent, pos, g) + (expanded, truncated)
+
+
+@njit(cache=True)
+def _unroll(found: np.ndarray, node: np.ndarray, parent: np.ndarray, pos: np.ndarray, g: np.ndarray):  # noqa: ANN202
+    """The goal entries' paths out of the entry tree, in walking order, as flat arrays."""
+    offsets = np.zeros(len(found) + 1, np.int64)
+    for i in range(len(found)):
+        offsets[i + 1] = offsets[i] + g[found[i]]
+    nodes = np.empty(offsets[-1] + len(found), np.int64)
+    steps = np.empty(offsets[-1], np.int64)
+    for i in range(len(found)):
+        e = found[i]
+        k = offsets[i + 1] - 1
+        nodes[k + i + 1] = node[e]
+        while parent[e] >= 0:
+            steps[k] = pos[e]
+            e = parent[e]
+            nodes[k + i] = node[e]
+            k -= 1
+    return nodes, steps, offsets
+
+
+@njit(cache=True)
+def target_astar(indptr: np.ndarray, nbr: np.ndarray, dist: np.ndarray, queue: np.ndarray, depth: int,
+                 source: int, target: int, max_paths: int, max_hops: int, max_expansions: int):  # noqa: ANN201
+    """`astar` with the `target` heuristic: the BFS from the target to `depth` written into the reused
+    `dist` buffer is the h table (unreached = depth + 1); the buffer is all -1 again on return."""
+    reached = bfs_into(indptr, nbr, target, depth, dist, queue)
+    out = astar(indptr, nbr, dist, depth + 1, source, target, max_paths, max_hops, max_expansions)
+    reset_dist(dist, queue, reached)
+    return out

@@ -192,20 +192,20 @@ def bfs_paths(adj: Adjacency, source: int, target: int, limits: SearchLimits) ->
 
 def _search(adj: Adjacency, source: int, target: int, limits: SearchLimits, table: np.ndarray, beyond: int,
             start: float) -> SearchResult:
-    """The A* loop itself runs compiled (`kernels.astar`); here its path tree is unrolled into paths."""
-    found, node, parent, pos, expanded, truncated = kernels.astar(
-        adj.indptr, adj.nbr, table, beyond, source, target, limits.max_paths, limits.max_hops,
-        limits.max_expansions)
+    """The A* loop itself runs compiled (`kernels.astar`)."""
+    found = kernels.astar(adj.indptr, adj.nbr, table, beyond, source, target, limits.max_paths, limits.max_hops,
+                          limits.max_expansions)
+    return _result(found, start)
+
+
+def _result(found: tuple, start: float) -> SearchResult:  # (nodes, steps, offsets, expanded, truncated)
+    nodes, steps, offsets, expanded, truncated = found
+    nodes, steps, offsets = nodes.tolist(), steps.tolist(), offsets.tolist()
     result = SearchResult(nodes_expanded=int(expanded), truncated=bool(truncated))
-    for entry in found.tolist():
-        nodes, steps = [], []
-        while entry >= 0:
-            nodes.append(int(node[entry]))
-            if parent[entry] >= 0:
-                steps.append(int(pos[entry]))
-            entry = int(parent[entry])
-        result.nodes.append(nodes[::-1])
-        result.steps.append(steps[::-1])
+    for i in range(len(offsets) - 1):
+        lo, hi = offsets[i], offsets[i + 1]
+        result.steps.append(steps[lo:hi])
+        result.nodes.append(nodes[lo + i: hi + i + 1])
     result.seconds = time.perf_counter() - start
     return result
 
@@ -243,9 +243,6 @@ class PathSearcher:
         if limits.heuristic != "target":
             h = self.heuristic(target)
             return _search(adj, source, target, limits, h.table, h.beyond, start)
-        depth = target_depth(limits)
-        reached = kernels.bfs_into(adj.indptr, adj.nbr, int(target), depth, scratch.dist, scratch.queue)
-        try:
-            return _search(adj, source, target, limits, scratch.dist, depth + 1, start)
-        finally:
-            kernels.reset_dist(scratch.dist, scratch.queue, reached)
+        found = kernels.target_astar(adj.indptr, adj.nbr, scratch.dist, scratch.queue, target_depth(limits), source,
+                                     target, limits.max_paths, limits.max_hops, limits.max_expansions)
+        return _result(found, start)

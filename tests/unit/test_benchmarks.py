@@ -89,3 +89,13 @@ def test_split_is_deterministic_disjoint_and_stable_under_additions(data_root):
     test_ids = set(split_table(bigger, 0.3, seed=0)[1]["id"].to_pylist())
     assert set(test["id"].to_pylist()) <= test_ids
     assert split_table(table, 0.3, seed=1)[1]["id"].to_pylist() != test["id"].to_pylist()
+
+
+def test_metaqa_questions_naming_different_entities_are_distinct_rows(data_root):
+    """Two films called "Eden" (and two called "Hope Springs") share a question text, not an answer set;
+    only the exact repeat of a line is a duplicate."""
+    report = LoadReport()
+    rows = load_benchmark("metaqa-1hop", data_root, report=report).to_pylist()
+    eden = [r["answers"] for r in rows if r["question"] == "who acted in the movie [Eden]"]
+    assert sorted(eden) == [["Beau Bridges", "Matt O'Leary", "Jamie Chung"], ["Félix de Givry"]]
+    assert report.reasons == {"duplicate of an earlier row": 1}
