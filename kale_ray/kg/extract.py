@@ -56,7 +56,7 @@ class RowPathFinder:
         limits = SearchLimits(max_paths=paths_cfg["max_paths"], max_hops=paths_cfg["max_hops"],
                               anchors=paths_cfg["anchors"], anchor_hops=paths_cfg["anchor_hops"],
                               anchor_depth=paths_cfg["anchor_depth"], max_expansions=paths_cfg["max_expansions"],
-                              seed=seed)
+                              seed=seed, heuristic=paths_cfg["heuristic"])
         self.searcher = PathSearcher(kg.adjacency, limits)
 
     def process(self, row: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 The multi-path A* keeps its queue entries in flat arrays: entry i is a path ending at node[i], whose
 previous entry is parent[i] (a tree of paths, so many paths share prefixes), reached over CSR position
 pos[i], with cost g[i] and priority f[i]. The heap orders entries by (f, -g, entry index): among equal
-f the deeper path first, then insertion order, exactly as `paths._search_python` does.
+f the deeper path first, then insertion order (as the networkx version in bench/paths.py does).
 """
 
 from __future__ import annotations
@@ -24,14 +24,16 @@ def bounded_bfs(indptr: np.ndarray, nbr: np.ndarray, source: int, depth: int) ->
     n = len(indptr) - 1
     dist = np.empty(n, np.int16)
     dist[:] = -1
-    _bfs_into(indptr, nbr, source, depth, dist, np.empty(n, np.int64))
+    bfs_into(indptr, nbr, source, depth, dist, np.empty(n, np.int64))
     return dist
 
 
 @njit(cache=True)
-def _bfs_into(indptr: np.ndarray, nbr: np.ndarray, source: int, depth: int, dist: np.ndarray,
+def bfs_into(indptr: np.ndarray, nbr: np.ndarray, source: int, depth: int, dist: np.ndarray,
               queue: np.ndarray) -> int:
-    """BFS up to `depth` writing into `dist` (all -1 on entry); visited nodes are queue[:returned]."""
+    """BFS up to `depth` writing into `dist` (all -1 on entry); visited nodes are queue[:returned].
+    Callers hand in reused scratch arrays and undo what was written with `_reset`, so a search costs
+    what its BFS reaches, not O(nodes)."""
     dist[source] = 0
     queue[0] = source
     head, tail = 0, 1
@@ -51,28 +53,29 @@ def _bfs_into(indptr: np.ndarray, nbr: np.ndarray, source: int, depth: int, dist
 
 
 @njit(cache=True)
-def neighbourhood(indptr: np.ndarray, nbr: np.ndarray, source: int, depth: int) -> np.ndarray:
-    """Nodes 1..depth hops from `source`, ascending; cost proportional to what is reached."""
-    n = len(indptr) - 1
-    dist = np.empty(n, np.int16)
-    dist[:] = -1
-    queue = np.empty(n, np.int64)
-    tail = _bfs_into(indptr, nbr, source, depth, dist, queue)
-    return np.sort(queue[1:tail])
+def reset_dist(dist: np.ndarray, queue: np.ndarray, tail: int) -> None:
+    for i in range(tail):
+        dist[queue[i]] = -1
 
 
 @njit(cache=True)
-def anchor_heuristic(indptr: np.ndarray, nbr: np.ndarray, anchors: np.ndarray, target: int,
-                     depth: int) -> np.ndarray:
-    """h(e) = max_i [dist(a_i, target) - dist(a_i, e)]+ for every node, terms with an unreached node = 0.
-    One dist buffer is reused across anchors and reset only where a BFS wrote."""
-    n = len(indptr) - 1
-    h = np.zeros(n, np.int16)
-    dist = np.empty(n, np.int16)
-    dist[:] = -1
-    queue = np.empty(n, np.int64)
+def neighbourhood(indptr: np.ndarray, nbr: np.ndarray, source: int, depth: int, dist: np.ndarray,
+                  queue: np.ndarray) -> np.ndarray:
+    """Nodes 1..depth hops from `source`, ascending; cost proportional to what is reached."""
+    tail = bfs_into(indptr, nbr, source, depth, dist, queue)
+    out = np.sort(queue[1:tail])
+    reset_dist(dist, queue, tail)
+    return out
+
+
+@njit(cache=True)
+def anchor_heuristic(indptr: np.ndarray, nbr: np.ndarray, anchors: np.ndarray, target: int, depth: int,
+                     dist: np.ndarray, queue: np.ndarray) -> np.ndarray:
+    """METHOD.md's bound: h(e) = max_i [dist(a_i, target) - dist(a_i, e)]+, a term with an unreached
+    node = 0. Only nodes some anchor BFS reached can get h > 0, so only those are written."""
+    h = np.zeros(len(indptr) - 1, np.int16)
     for a in anchors:
-        tail = _bfs_into(indptr, nbr, a, depth, dist, queue)
+        tail = bfs_into(indptr, nbr, a, depth, dist, queue)
         to_target = dist[target]
         if to_target >= 0:
             for i in range(tail):
@@ -80,8 +83,34 @@ def anchor_heuristic(indptr: np.ndarray, nbr: np.ndarray, anchors: np.ndarray, t
                 term = to_target - dist[e]
                 if term > h[e]:
                     h[e] = term
+        reset_dist(dist, queue, tail)
+    return h
+
+
+@njit(cache=True)
+def landmark_heuristic(indptr: np.ndarray, nbr: np.ndarray, anchors: np.ndarray, target: int, depth: int,
+                       dist: np.ndarray, queue: np.ndarray) -> np.ndarray:
+    """The two-sided landmark bound h(e) = max_i |dist(a_i, target) - dist(a_i, e)|, where a node the
+    depth-d BFS did not reach is at least d + 1 away: reached/unreached terms are d + 1 - (the reached
+    distance), both unreached = 0. (Proof of admissibility: `paths.landmark_heuristic`.)"""
+    n = len(indptr) - 1
+    h = np.zeros(n, np.int16)
+    beyond = depth + 1
+    for a in anchors:
+        tail = bfs_into(indptr, nbr, a, depth, dist, queue)
+        to_target = dist[target]
+        if to_target >= 0:
+            # Every node this BFS did not reach is >= beyond - to_target (>= 1) from the target.
+            floor = beyond - to_target
+            for e in range(n):
+                if dist[e] < 0 and floor > h[e]:
+                    h[e] = floor
         for i in range(tail):
-            dist[queue[i]] = -1
+            e = queue[i]
+            term = abs(to_target - dist[e]) if to_target >= 0 else beyond - dist[e]
+            if term > h[e]:
+                h[e] = term
+        reset_dist(dist, queue, tail)
     return h
 
 
@@ -134,9 +163,11 @@ def _grow(a: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def astar(indptr: np.ndarray, nbr: np.ndarray, h: np.ndarray, source: int, target: int, max_paths: int,
-          max_hops: int, max_expansions: int):  # noqa: ANN201
-    """Returns (goal entries, node, parent, pos, expanded, truncated)."""
+def astar(indptr: np.ndarray, nbr: np.ndarray, h: np.ndarray, beyond: int, source: int, target: int,
+          max_paths: int, max_hops: int, max_expansions: int):  # noqa: ANN201
+    """Returns (path nodes, path CSR positions, offsets, expanded, truncated): path i is
+    nodes[offsets[i] + i : offsets[i + 1] + i + 1] over CSR positions pos[offsets[i] : offsets[i + 1]].
+    h[v] < 0 stands for `beyond`, so a BFS distance table (-1 = not reached) is an h table as it is."""
     cap = 1024
     node = np.empty(cap, np.int64)
     parent = np.empty(cap, np.int64)
@@ -144,7 +175,7 @@ def astar(indptr: np.ndarray, nbr: np.ndarray, h: np.ndarray, source: int, targe
     g = np.empty(cap, np.int32)
     f = np.empty(cap, np.int32)
     heap = np.empty(cap, np.int64)
-    node[0], parent[0], pos[0], g[0], f[0] = source, -1, -1, 0, h[source]
+    node[0], parent[0], pos[0], g[0], f[0] = source, -1, -1, 0, h[source] if h[source] >= 0 else beyond
     count, size = 1, 0
     _push(heap, size, 0, f, g)
     size += 1
@@ -174,7 +205,8 @@ def astar(indptr: np.ndarray, nbr: np.ndarray, h: np.ndarray, source: int, targe
             hi = lo + 1 if lo < hi and nbr[lo] == target else lo
         for p in range(lo, hi):
             v = nbr[p]
-            fv = ge + 1 + h[v]
+            hv = h[v]
+            fv = ge + 1 + (hv if hv >= 0 else beyond)
             if fv > max_hops:
                 continue
             a = e
@@ -192,4 +224,35 @@ def astar(indptr: np.ndarray, nbr: np.ndarray, h: np.ndarray, source: int, targe
             _push(heap, size, count, f, g)
             size += 1
             count += 1
-    return found[:n_found], node, parent, pos, expanded, truncated
+    return _unroll(found[:n_found], node, parent, pos, g) + (expanded, truncated)
+
+
+@njit(cache=True)
+def _unroll(found: np.ndarray, node: np.ndarray, parent: np.ndarray, pos: np.ndarray, g: np.ndarray):  # noqa: ANN202
+    """The goal entries' paths out of the entry tree, in walking order, as flat arrays."""
+    offsets = np.zeros(len(found) + 1, np.int64)
+    for i in range(len(found)):
+        offsets[i + 1] = offsets[i] + g[found[i]]
+    nodes = np.empty(offsets[-1] + len(found), np.int64)
+    steps = np.empty(offsets[-1], np.int64)
+    for i in range(len(found)):
+        e = found[i]
+        k = offsets[i + 1] - 1
+        nodes[k + i + 1] = node[e]
+        while parent[e] >= 0:
+            steps[k] = pos[e]
+            e = parent[e]
+            nodes[k + i] = node[e]
+            k -= 1
+    return nodes, steps, offsets
+
+
+@njit(cache=True)
+def target_astar(indptr: np.ndarray, nbr: np.ndarray, dist: np.ndarray, queue: np.ndarray, depth: int,
+                 source: int, target: int, max_paths: int, max_hops: int, max_expansions: int):  # noqa: ANN201
+    """`astar` with the `target` heuristic: the BFS from the target to `depth` written into the reused
+    `dist` buffer is the h table (unreached = depth + 1); the buffer is all -1 again on return."""
+    reached = bfs_into(indptr, nbr, target, depth, dist, queue)
+    out = astar(indptr, nbr, dist, depth + 1, source, target, max_paths, max_hops, max_expansions)
+    reset_dist(dist, queue, reached)
+    return out

@@ -8,12 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kale_ray.kg.paths import (
-    AnchorHeuristic,
+    HEURISTICS,
+    Heuristic,
     PathSearcher,
     SearchLimits,
     astar_paths,
     bfs_paths,
     sample_anchors,
+    target_depth,
 )
 from kale_ray.kg.sources.base import kg_from_triples
 from kale_ray.kg.verbalize import path_triples, verbalize_path
@@ -56,20 +58,27 @@ def check_paths(kg, result, source: int, target: int, limits: SearchLimits) -> N
                 assert nxt[0] == b, "steps chain"
 
 
-@settings(max_examples=40, deadline=None)
+@pytest.mark.parametrize("heuristic", HEURISTICS)
+@settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10_000), n=st.integers(2, 40), density=st.floats(0.5, 3.0),
-       max_hops=st.integers(1, 5), max_paths=st.integers(1, 6), anchors=st.integers(0, 5))
-def test_astar_matches_exhaustive_bfs_and_true_distance(seed: int, n: int, density: float, max_hops: int,
-                                                        max_paths: int, anchors: int) -> None:
+       max_hops=st.integers(1, 5), max_paths=st.integers(1, 6), anchors=st.integers(0, 5),
+       depth=st.integers(1, 4))
+def test_astar_matches_exhaustive_bfs_and_true_distance(heuristic: str, seed: int, n: int, density: float,
+                                                        max_hops: int, max_paths: int, anchors: int,
+                                                        depth: int) -> None:
     kg = random_kg(seed, n, int(n * density))
     limits = SearchLimits(max_paths=max_paths, max_hops=max_hops, anchors=anchors, anchor_hops=2,
-                          anchor_depth=3, seed=seed)
+                          anchor_depth=depth, seed=seed, heuristic=heuristic)
     rng = np.random.default_rng(seed)
+    searcher = PathSearcher(kg.adjacency, limits)  # reused buffers: no state may leak between queries
     for source, target in rng.integers(0, kg.num_entities, size=(4, 2)).tolist():
         if source == target:
             continue
         a = astar_paths(kg.adjacency, source, target, limits)
         b = bfs_paths(kg.adjacency, source, target, limits)
+        s = searcher.search(source, target)
+        assert (s.steps, s.nodes_expanded) == (a.steps, a.nodes_expanded)
+        assert (searcher.scratch.dist == -1).all()
         check_paths(kg, a, source, target, limits)
         check_paths(kg, b, source, target, limits)
         assert a.lengths == b.lengths  # the K shortest, with the same lengths
@@ -81,19 +90,77 @@ def test_astar_matches_exhaustive_bfs_and_true_distance(seed: int, n: int, densi
             assert a.steps == [], "no path within the hop limit"
 
 
+@pytest.mark.parametrize("heuristic", HEURISTICS)
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 10_000), n=st.integers(2, 60), density=st.floats(0.3, 3.0),
-       anchors=st.integers(1, 8), hops=st.integers(1, 3), depth=st.integers(1, 4))
-def test_heuristic_never_exceeds_the_true_distance(seed: int, n: int, density: float, anchors: int,
-                                                   hops: int, depth: int) -> None:
+       anchors=st.integers(1, 8), hops=st.integers(1, 5), depth=st.integers(1, 4))
+def test_heuristic_never_exceeds_the_true_distance(heuristic: str, seed: int, n: int, density: float,
+                                                   anchors: int, hops: int, depth: int) -> None:
     kg = random_kg(seed, n, int(n * density))
     target = int(np.random.default_rng(seed).integers(0, kg.num_entities))
-    limits = SearchLimits(anchors=anchors, anchor_hops=hops, anchor_depth=depth, seed=seed)
-    h = AnchorHeuristic(kg.adjacency, target, limits)(np.arange(kg.num_entities))
+    limits = SearchLimits(anchors=anchors, anchor_hops=hops, anchor_depth=depth, seed=seed, heuristic=heuristic)
+    h = Heuristic(kg.adjacency, target, limits)(np.arange(kg.num_entities))
     dist = true_distances(kg, target)
     assert (h >= 0).all()
-    assert (h <= dist).all(), "admissible: h(e) <= dist(e, target)"
+    assert (h <= dist).all(), "admissible: h(e) <= dist(e, target), unreached nodes included"
     assert h[target] == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 60), density=st.floats(0.3, 3.0),
+       anchors=st.integers(1, 8), hops=st.integers(1, 5), depth=st.integers(1, 4))
+def test_landmark_dominates_anchor_and_target_is_the_capped_true_distance(seed: int, n: int, density: float,
+                                                                          anchors: int, hops: int,
+                                                                          depth: int) -> None:
+    kg = random_kg(seed, n, int(n * density))
+    target = int(np.random.default_rng(seed).integers(0, kg.num_entities))
+    nodes = np.arange(kg.num_entities)
+    built = {name: Heuristic(kg.adjacency, target, SearchLimits(max_hops=depth + 1, anchors=anchors,
+                                                                anchor_hops=hops, anchor_depth=depth, seed=seed,
+                                                                heuristic=name))
+             for name in HEURISTICS}
+    h = {name: b(nodes) for name, b in built.items()}
+    assert built["anchor"].anchors.tolist() == built["landmark"].anchors.tolist()
+    assert (h["landmark"] >= h["anchor"]).all()
+    assert (h["target"] == np.minimum(true_distances(kg, target), depth + 1)).all()
+    assert (h["target"] >= h["landmark"]).all(), "no sampled anchor beats the target as landmark"
+
+
+def test_unreached_nodes_get_the_depth_bound() -> None:
+    """On a path 0-1-...-9 with anchor 1 next to target 0 and d = 2: nodes 4.. are unreached from the
+    anchor, hence >= d + 1 - dist(1, 0) = 2 from the target; METHOD.md's bound gives them 0."""
+    kg = kg_from_triples([(f"n{i}", "r", f"n{i + 1}") for i in range(9)])
+    adj, target, anchor = kg.adjacency, kg.id_of("n0"), kg.id_of("n1")
+    anchors = np.array([anchor])
+    for name, expected in [("anchor", [0, 1, 0, 0, 0, 0, 0, 0, 0, 0]),
+                           ("landmark", [0, 1, 0, 1, 2, 2, 2, 2, 2, 2])]:
+        limits = SearchLimits(anchors=1, anchor_hops=1, anchor_depth=2, heuristic=name)  # max_hops 4
+        h = Heuristic(adj, target, limits)
+        assert h.anchors.tolist() == anchors.tolist()
+        assert h([kg.id_of(f"n{i}") for i in range(10)]).tolist() == expected
+    h = Heuristic(adj, target, SearchLimits(anchor_depth=2, heuristic="target"))
+    assert h([kg.id_of(f"n{i}") for i in range(10)]).tolist() == [0, 1, 2, 3, 3, 3, 3, 3, 3, 3]
+
+
+def test_stronger_bounds_expand_fewer_paths_with_the_same_lengths() -> None:
+    kg = random_kg(11, 400, 1600)
+    adj = kg.adjacency
+    rng = np.random.default_rng(0)
+    expanded = dict.fromkeys(HEURISTICS, 0)
+    for source, target in rng.integers(0, kg.num_entities, size=(20, 2)).tolist():
+        lengths = set()
+        for name in HEURISTICS:
+            r = astar_paths(adj, source, target, SearchLimits(max_hops=4, max_paths=4, heuristic=name))
+            expanded[name] += r.nodes_expanded
+            lengths.add(tuple(r.lengths))
+        assert len(lengths) == 1
+    assert expanded["target"] < expanded["landmark"] <= expanded["anchor"], expanded
+
+
+def test_unknown_heuristic_is_a_clear_error() -> None:
+    kg = random_kg(2, 20, 40)
+    with pytest.raises(ValueError, match="unknown heuristic 'nope'"):
+        astar_paths(kg.adjacency, 0, 1, SearchLimits(heuristic="nope"))
 
 
 def test_anchors_are_seeded_and_come_from_the_m_hop_neighbourhood() -> None:
@@ -107,7 +174,7 @@ def test_anchors_are_seeded_and_come_from_the_m_hop_neighbourhood() -> None:
     assert a1.tolist() != a3.tolist()
     dist = adj.bounded_bfs(target, 2)
     assert all(1 <= dist[a] <= 2 for a in a1)
-    limits = SearchLimits(seed=7)
+    limits = SearchLimits(seed=7, heuristic="anchor")
     r1, r2 = (astar_paths(adj, 0, target, limits) for _ in range(2))
     assert r1.steps == r2.steps and r1.nodes_expanded == r2.nodes_expanded
 
@@ -146,9 +213,26 @@ def test_expansion_budget_truncates_and_says_so() -> None:
 
 def test_searcher_caches_the_heuristic_per_target_and_honours_a_hop_override() -> None:
     kg = random_kg(5, 100, 300)
-    searcher = PathSearcher(kg.adjacency, SearchLimits(max_hops=4), cache_size=2)
+    searcher = PathSearcher(kg.adjacency, SearchLimits(max_hops=4, heuristic="landmark"), cache_size=2)
     r = searcher.search(0, 1, max_hops=2)
     assert all(length <= 2 for length in r.lengths)
     assert searcher.heuristic(1) is searcher.heuristic(1)
     searcher.heuristic(2), searcher.heuristic(3)
     assert 1 not in searcher._cache
+
+
+def test_target_heuristic_depth_is_capped_below_the_hop_limit() -> None:
+    """The target BFS stops at max_hops - 1 and still prunes exactly: same paths, same expansions."""
+    kg = random_kg(8, 300, 900)
+    adj = kg.adjacency
+    for max_hops in (1, 2, 3):
+        capped = SearchLimits(max_hops=max_hops, anchor_depth=3)
+        assert target_depth(capped) == max_hops - 1
+        full_table = Heuristic(adj, 5, SearchLimits(max_hops=9, anchor_depth=3))
+        for source in range(0, 300, 7):
+            if source == 5:
+                continue
+            a = astar_paths(adj, source, 5, capped)
+            b = astar_paths(adj, source, 5, capped, heuristic=full_table)
+            assert a.steps == b.steps
+            assert a.nodes_expanded - b.nodes_expanded in (0, 1)
