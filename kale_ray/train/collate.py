@@ -140,24 +140,73 @@ def left_pad(sequences: list[list[int]], pad_id: int) -> dict[str, Any]:
     return {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
 
 
-def collate(batch: dict[str, Any], pad_id: int, with_target: bool) -> dict[str, Any]:
+def shared_prefix_len(student: list[int], target: list[int], answer_len: int) -> int:
+    """How many leading token ids the two views have in common, leaving the target at least the
+    answer and the token before it (whose logits predict the answer's first token).
+
+    Counted on the ids themselves, so sharing is exact whatever the tokenizer did at the boundary; a
+    row whose prompt was cut from the left in one view only gets 0 (no sharing, full target pass).
+    """
+    limit = min(len(student), len(target) - answer_len - 1)
+    n = 0
+    while n < limit and student[n] == target[n]:
+        n += 1
+    return n
+
+
+def shared_target_view(students: list[list[int]], targets: list[list[int]], answer_len: list[int],
+                       pad_id: int) -> dict[str, Any] | None:
+    """The target view as a continuation of the student view's key/value cache.
+
+    Under causal attention the keys/values of the common prefix are the same in both views (same
+    weights, tokens and positions), so the no-grad target pass needs only each row's suffix
+    (rationale + answer). The student batch is left-padded to width W, so row i's prefix sits in cache
+    columns [W - len_i, W - len_i + P_i); the cache is cut after the last such column and the mask keeps
+    exactly each row's own prefix columns, then its (left-padded) suffix. Positions continue at P_i.
+    None when no row shares anything.
+    """
+    import torch
+
+    prefix = [shared_prefix_len(s, t, n) for s, t, n in zip(students, targets, answer_len, strict=True)]
+    if not any(prefix):
+        return None
+    width = max(len(s) for s in students)
+    starts = [width - len(s) for s in students]
+    cache_len = max(start + p for start, p in zip(starts, prefix, strict=True))
+    suffix = left_pad([t[p:] for t, p in zip(targets, prefix, strict=True)], pad_id)
+    mask = torch.zeros((len(students), cache_len + suffix["input_ids"].shape[1]), dtype=torch.long)
+    for i, (start, p) in enumerate(zip(starts, prefix, strict=True)):
+        mask[i, start:start + p] = 1
+    mask[:, cache_len:] = suffix["attention_mask"]
+    prefix_t = torch.tensor(prefix, dtype=torch.long)
+    return {"input_ids": suffix["input_ids"], "attention_mask": mask,
+            "position_ids": suffix["position_ids"] + prefix_t[:, None],
+            "suffix_mask": suffix["attention_mask"], "cache_len": cache_len, "prefix_len": prefix_t}
+
+
+def collate(batch: dict[str, Any], pad_id: int, with_target: bool, share_prefix: bool = False) -> dict[str, Any]:
     """A batch of TOKEN_SCHEMA rows -> padded views plus `labels`/`answer_mask` of shape [B, A].
 
-    labels[:, j] is predicted by logits[:, -A-1+j] of either view (see `answer_logits`).
+    labels[:, j] is predicted by logits[:, -A-1+j] of either view (see `answer_logits`). With
+    `share_prefix`, `shared` holds the target view as a continuation of the student's cache
+    (`shared_target_view`; None when no row shares a prefix).
     """
     import torch
 
     answer_len = [int(n) for n in batch["answer_len"]]
     span = max(answer_len)
-    student = left_pad([list(map(int, s)) for s in batch["student_ids"]], pad_id)
+    students = [list(map(int, s)) for s in batch["student_ids"]]
+    student = left_pad(students, pad_id)
     labels = student["input_ids"][:, -span:].clone()
     mask = torch.zeros_like(labels, dtype=torch.bool)
     for i, n in enumerate(answer_len):
         mask[i, span - n:] = True
     result = {"student": student, "labels": labels, "answer_mask": mask, "span": span}
     if with_target:
-        target = left_pad([list(map(int, s)) for s in batch["target_ids"]], pad_id)
-        result["target"] = target
+        targets = [list(map(int, s)) for s in batch["target_ids"]]
+        result["target"] = left_pad(targets, pad_id)
+        if share_prefix:
+            result["shared"] = shared_target_view(students, targets, answer_len, pad_id)
     return result
 
 
