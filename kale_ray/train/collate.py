@@ -156,32 +156,42 @@ def shared_prefix_len(student: list[int], target: list[int], answer_len: int) ->
 
 def shared_target_view(students: list[list[int]], targets: list[list[int]], answer_len: list[int],
                        pad_id: int) -> dict[str, Any] | None:
-    """The target view as a continuation of the student view's key/value cache.
+    """The target view as a continuation of the student view's key/value cache, packed into one row.
 
     Under causal attention the keys/values of the common prefix are the same in both views (same
     weights, tokens and positions), so the no-grad target pass needs only each row's suffix
-    (rationale + answer). The student batch is left-padded to width W, so row i's prefix sits in cache
-    columns [W - len_i, W - len_i + P_i); the cache is cut after the last such column and the mask keeps
-    exactly each row's own prefix columns, then its (left-padded) suffix. Positions continue at P_i.
-    None when no row shares anything.
+    (rationale + answer). The suffixes are packed end to end in a single row (no padding: their
+    lengths vary a lot once the prefix is gone), and so are the rows' prefix cache columns (row i's
+    prefix sits at columns [W - len_i, W - len_i + P_i) of the left-padded student batch of width W).
+    A 4D mask lets each suffix token see its own row's prefix and, causally, its own row's suffix;
+    positions continue at P_i. `keep` indexes the packed positions whose logits predict each row's
+    answer, laid out like `answer_logits` ([B, span], right-aligned). None when no row shares anything.
     """
     import torch
 
     prefix = [shared_prefix_len(s, t, n) for s, t, n in zip(students, targets, answer_len, strict=True)]
     if not any(prefix):
         return None
-    width = max(len(s) for s in students)
-    starts = [width - len(s) for s in students]
-    cache_len = max(start + p for start, p in zip(starts, prefix, strict=True))
-    suffix = left_pad([t[p:] for t, p in zip(targets, prefix, strict=True)], pad_id)
-    mask = torch.zeros((len(students), cache_len + suffix["input_ids"].shape[1]), dtype=torch.long)
-    for i, (start, p) in enumerate(zip(starts, prefix, strict=True)):
-        mask[i, start:start + p] = 1
-    mask[:, cache_len:] = suffix["attention_mask"]
-    prefix_t = torch.tensor(prefix, dtype=torch.long)
-    return {"input_ids": suffix["input_ids"], "attention_mask": mask,
-            "position_ids": suffix["position_ids"] + prefix_t[:, None],
-            "suffix_mask": suffix["attention_mask"], "cache_len": cache_len, "prefix_len": prefix_t}
+    width, span = max(len(s) for s in students), max(answer_len)
+    suffixes = [t[p:] for t, p in zip(targets, prefix, strict=True)]
+    n_prefix, n_suffix = sum(prefix), sum(len(x) for x in suffixes)
+    mask = torch.zeros((n_suffix, n_prefix + n_suffix), dtype=torch.bool)
+    rows, cols, positions, keep, ids = [], [], [], [], []
+    p_at, s_at = 0, 0
+    for i, (student, p, suffix) in enumerate(zip(students, prefix, suffixes, strict=True)):
+        start, t = width - len(student), len(suffix)
+        rows += [i] * p
+        cols += range(start, start + p)
+        ids += suffix
+        positions += range(p, p + t)
+        mask[s_at:s_at + t, p_at:p_at + p] = True
+        mask[s_at:s_at + t, n_prefix + s_at:n_prefix + s_at + t] = torch.ones((t, t), dtype=torch.bool).tril()
+        keep += [s_at + max(t - 1 - span + j, 0) for j in range(span)]
+        p_at, s_at = p_at + p, s_at + t
+    as_long = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
+    return {"input_ids": as_long(ids)[None], "position_ids": as_long(positions)[None],
+            "attention_mask": mask[None, None], "cache_rows": as_long(rows), "cache_cols": as_long(cols),
+            "keep": as_long(keep), "prefix_len": as_long(prefix), "suffix_tokens": n_suffix}
 
 
 def collate(batch: dict[str, Any], pad_id: int, with_target: bool, share_prefix: bool = False) -> dict[str, Any]:

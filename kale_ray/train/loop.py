@@ -79,24 +79,25 @@ class StepLogger:
         self.tb.close()
 
 
-def prefix_cache(past: Any, length: int) -> Any:
-    """The first `length` cache columns of every layer, detached: the target pass must send no
-    gradient back into the student's keys/values."""
+def prefix_cache(past: Any, rows: Any, cols: Any) -> Any:
+    """The cache entries (batch row, column) of every layer, packed into one row and detached: the
+    target pass must send no gradient back into the student's keys/values."""
     from transformers import DynamicCache
 
-    return DynamicCache(ddp_cache_data=[(layer.keys[..., :length, :].detach(), layer.values[..., :length, :].detach())
-                                        for layer in past.layers])
+    def pack(states: Any) -> Any:  # [B, H, L, D] -> [1, H, len(rows), D]
+        return states[rows, :, cols].detach().transpose(0, 1).unsqueeze(0)
+
+    return DynamicCache(ddp_cache_data=[(pack(layer.keys), pack(layer.values)) for layer in past.layers])
 
 
 def shared_target_logits(model: Any, past: Any, shared: dict[str, Any], span: int, device: Any) -> Any:
-    """Answer-position logits of the target view, run over its suffix on the student's prefix cache
-    (see `collate.shared_target_view`); call under no-grad."""
-    from kale_ray.train.collate import answer_logits
-
+    """Answer-position logits [B, span, V] of the target view, run over the packed suffixes on the
+    student's prefix cache (see `collate.shared_target_view`); call under no-grad."""
     out = model(input_ids=shared["input_ids"].to(device), attention_mask=shared["attention_mask"].to(device),
-                position_ids=shared["position_ids"].to(device), past_key_values=prefix_cache(past, shared["cache_len"]),
-                use_cache=False, logits_to_keep=span + 1)
-    return answer_logits(out.logits, span)
+                position_ids=shared["position_ids"].to(device),
+                past_key_values=prefix_cache(past, shared["cache_rows"].to(device), shared["cache_cols"].to(device)),
+                use_cache=False, logits_to_keep=shared["keep"].to(device))
+    return out.logits.view(len(shared["prefix_len"]), span, -1)
 
 
 def train_step(window: list[dict[str, Any]], *, method: str, tc: TrainConfig, runner: Any, frozen: Any,
@@ -132,7 +133,7 @@ def train_step(window: list[dict[str, Any]], *, method: str, tc: TrainConfig, ru
             out = runner.forward(**_to(batch["student"], device), logits_to_keep=span + 1,
                                  use_cache=shared is not None)
         if shared is not None:
-            seen += int(shared["suffix_mask"].sum())  # the tokens the target pass ran, not its whole view
+            seen += shared["suffix_tokens"]  # the tokens the target pass ran, not its whole view
             with torch.no_grad(), runner.autocast():
                 target_logits = shared_target_logits(runner.module, out.past_key_values, shared, span, device)
         part = method_sums(method, answer_logits(out.logits, span), labels, mask, target_logits,
