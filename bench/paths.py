@@ -1,15 +1,15 @@
-"""Multi-path A* (anchor heuristic, CSR arrays) vs the exhaustive BFS reference and vs a plain networkx
-implementation of the same search, plus Ray Data throughput with 1 and 2 path workers.
+"""Multi-path A* (each `paths.heuristic`, CSR arrays) vs the exhaustive BFS reference and vs a plain
+networkx implementation of the same search, plus Ray Data throughput with 1 and 2 path workers.
 
 Run by hand (minutes; figures go to bench/README.md):
 
     PYTHONPATH=$PWD RAY_AUTH_MODE=disabled python bench/paths.py            # MetaQA, WordNet, power-law 10M
     PYTHONPATH=$PWD python bench/paths.py --graphs metaqa --queries 20 --skip-ray   # a quick look
 
-Per graph it prints, summed over the same queries and measured in this one run: nodes expanded and
-wall time of A* and of the exhaustive BFS (ratio BFS/A*), and of the networkx implementation (ratio
-networkx/A*; the networkx search is given the same anchors, so only the implementation differs), and
-checks that all three return the same path lengths. A search that hits its expansion budget is counted
+Per graph and heuristic it prints, summed over the same queries and measured in this one run: nodes
+expanded and wall time of A* and of the exhaustive BFS (ratio BFS/A*), and of the networkx
+implementation (ratio networkx/A*; the networkx search uses the same heuristic and the same anchors, so
+only the implementation differs), and checks that all three return the same path lengths. A search that hits its expansion budget is counted
 as truncated and its figures are lower bounds.
 """
 

@@ -1,4 +1,4 @@
-"""Multi-path A* with the anchor heuristic (METHOD.md, Stage 1, step 2) and the exhaustive BFS
+"""Multi-path A* with anchor / landmark heuristics (METHOD.md, Stage 1, step 2) and the exhaustive BFS
 reference with the same limits.
 
 Both search the undirected view of the KG (an edge may be walked against its direction) over CSR
@@ -17,8 +17,8 @@ on the undirected hop distance to the target (`SearchLimits.heuristic`, proofs i
 Since h never exceeds the true distance, the first goal popped is a shortest path and goals come out
 in order of length. The queue holds (f, g, node, path) entries, several per node (no closed set),
 paths never repeat a node, and the search stops after K paths or once the best f exceeds the hop
-limit. The A* loop is compiled with
-numba (`kernels.py`); the BFS reference stays plain Python, written apart from it on purpose.
+limit. The A* loop is compiled with numba (`kernels.py`); the BFS reference stays plain Python,
+written apart from it on purpose.
 """
 
 from __future__ import annotations
