@@ -163,23 +163,36 @@ def _grow(a: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
+def new_buffers(cap: int):  # noqa: ANN201
+    """The A* entry arrays (node, parent, pos, g, f, heap); `_search` grows them as needed and hands
+    them back, so a batch of searches reuses one set."""
+    return (np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int32),
+            np.empty(cap, np.int32), np.empty(cap, np.int64))
+
+
+@njit(cache=True)
 def astar(indptr: np.ndarray, nbr: np.ndarray, h: np.ndarray, beyond: int, source: int, target: int,
           max_paths: int, max_hops: int, max_expansions: int):  # noqa: ANN201
     """Returns (path nodes, path CSR positions, offsets, expanded, truncated): path i is
     nodes[offsets[i] + i : offsets[i + 1] + i + 1] over CSR positions pos[offsets[i] : offsets[i + 1]].
     h[v] < 0 stands for `beyond`, so a BFS distance table (-1 = not reached) is an h table as it is."""
-    cap = 1024
-    node = np.empty(cap, np.int64)
-    parent = np.empty(cap, np.int64)
-    pos = np.empty(cap, np.int64)
-    g = np.empty(cap, np.int32)
-    f = np.empty(cap, np.int32)
-    heap = np.empty(cap, np.int64)
+    found = np.empty(max_paths, np.int64)
+    n_found, expanded, truncated, bufs = _search(indptr, nbr, h, beyond, source, target, max_paths, max_hops,
+                                                 max_expansions, new_buffers(1024), found)
+    node, parent, pos, g = bufs[0], bufs[1], bufs[2], bufs[3]
+    return _unroll(found[:n_found], node, parent, pos, g) + (expanded, truncated)
+
+
+@njit(cache=True)
+def _search(indptr: np.ndarray, nbr: np.ndarray, h: np.ndarray, beyond: int, source: int, target: int,
+            max_paths: int, max_hops: int, max_expansions: int, bufs, found: np.ndarray):  # noqa: ANN001, ANN202
+    """The multi-path A* loop: goal entries go to found[:n_found]; returns (n_found, expanded,
+    truncated, bufs), `bufs` possibly grown (entries index into them until the next search)."""
+    node, parent, pos, g, f, heap = bufs
     node[0], parent[0], pos[0], g[0], f[0] = source, -1, -1, 0, h[source] if h[source] >= 0 else beyond
     count, size = 1, 0
     _push(heap, size, 0, f, g)
     size += 1
-    found = np.empty(max_paths, np.int64)
     n_found, expanded, truncated = 0, 0, False
     while size > 0 and n_found < max_paths:
         e = _pop(heap, size, f, g)
@@ -224,7 +237,7 @@ def astar(indptr: np.ndarray, nbr: np.ndarray, h: np.ndarray, beyond: int, sourc
             _push(heap, size, count, f, g)
             size += 1
             count += 1
-    return _unroll(found[:n_found], node, parent, pos, g) + (expanded, truncated)
+    return n_found, expanded, truncated, (node, parent, pos, g, f, heap)
 
 
 @njit(cache=True)
@@ -256,3 +269,61 @@ def target_astar(indptr: np.ndarray, nbr: np.ndarray, dist: np.ndarray, queue: n
     out = astar(indptr, nbr, dist, depth + 1, source, target, max_paths, max_hops, max_expansions)
     reset_dist(dist, queue, reached)
     return out
+
+
+@njit(cache=True)
+def target_astar_many(indptr: np.ndarray, nbr: np.ndarray, dist: np.ndarray, queue: np.ndarray, anchor_depth: int,
+                      sources: np.ndarray, targets: np.ndarray, max_hops: np.ndarray, max_paths: int,
+                      max_expansions: int):  # noqa: ANN201
+    """`target_astar` for every pair in one call (same BFS depth rule, same loop, so the same result as
+    one call per pair), reusing the entry arrays across pairs. Pair j's paths are paths
+    pair_offsets[j] : pair_offsets[j + 1]; path i is laid out as in `astar`, over all pairs:
+    nodes[offsets[i] + i : offsets[i + 1] + i + 1], steps[offsets[i] : offsets[i + 1]].
+    source == target gives one empty path, as `paths._trivial` does. Ids must be in range."""
+    n = len(sources)
+    pair_offsets = np.zeros(n + 1, np.int64)
+    expanded = np.zeros(n, np.int64)
+    truncated = np.zeros(n, np.bool_)
+    offsets = np.zeros(n * max(max_paths, 1) + 1, np.int64)
+    nodes = np.empty(1024, np.int64)
+    steps = np.empty(1024, np.int64)
+    bufs = new_buffers(1024)
+    found = np.empty(max_paths, np.int64)
+    n_paths = 0
+    for j in range(n):
+        source, target, hops = sources[j], targets[j], max_hops[j]
+        n_found = 0
+        if source == target:
+            n_found = 1
+        else:
+            depth = max(0, min(anchor_depth, hops - 1))
+            reached = bfs_into(indptr, nbr, target, depth, dist, queue)
+            n_found, n_expanded, cut, bufs = _search(indptr, nbr, dist, depth + 1, source, target, max_paths, hops,
+                                                     max_expansions, bufs, found)
+            expanded[j], truncated[j] = n_expanded, cut
+            reset_dist(dist, queue, reached)
+        node, parent, pos, g = bufs[0], bufs[1], bufs[2], bufs[3]
+        for i in range(n_found):
+            length = 0 if source == target else g[found[i]]
+            lo = offsets[n_paths]
+            offsets[n_paths + 1] = lo + length
+            while offsets[n_paths + 1] + n_paths + 1 > len(nodes):
+                nodes = _grow(nodes)
+            while offsets[n_paths + 1] > len(steps):
+                steps = _grow(steps)
+            if source == target:
+                nodes[lo + n_paths] = source
+            else:
+                e = found[i]
+                k = lo + length - 1
+                nodes[k + n_paths + 1] = node[e]
+                while parent[e] >= 0:
+                    steps[k] = pos[e]
+                    e = parent[e]
+                    nodes[k + n_paths] = node[e]
+                    k -= 1
+            n_paths += 1
+        pair_offsets[j + 1] = n_paths
+    total = offsets[n_paths]
+    return (nodes[: total + n_paths].copy(), steps[:total].copy(), offsets[: n_paths + 1].copy(), pair_offsets,
+            expanded, truncated)
