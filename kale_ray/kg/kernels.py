@@ -261,22 +261,86 @@ def _unroll(found: np.ndarray, node: np.ndarray, parent: np.ndarray, pos: np.nda
 
 
 @njit(cache=True)
-def target_astar(indptr: np.ndarray, nbr: np.ndarray, dist: np.ndarray, queue: np.ndarray, depth: int,
-                 source: int, target: int, max_paths: int, max_hops: int, max_expansions: int):  # noqa: ANN201
-    """`astar` with the `target` heuristic: the BFS from the target to `depth` written into the reused
-    `dist` buffer is the h table (unreached = depth + 1); the buffer is all -1 again on return."""
+def _bfs_level(indptr: np.ndarray, nbr: np.ndarray, queue: np.ndarray, dist: np.ndarray, other: np.ndarray,
+               lo: int, hi: int, tail: int, radius: int) -> tuple[int, bool]:
+    """Grows one side of `within_hops` by a level (its frontier is queue[lo:hi]); returns the new tail
+    and whether a node the other side reached (other[v] >= 0) turned up."""
+    for i in range(lo, hi):
+        u = queue[i]
+        for p in range(indptr[u], indptr[u + 1]):
+            v = nbr[p]
+            if other[v] >= 0:
+                return tail, True
+            if dist[v] < 0:
+                dist[v] = radius + 1
+                queue[tail] = v
+                tail += 1
+    return tail, False
+
+
+@njit(cache=True)
+def within_hops(indptr: np.ndarray, nbr: np.ndarray, source: int, target: int, k: int, ds: np.ndarray,
+                qs: np.ndarray, dt: np.ndarray, qt: np.ndarray) -> bool:
+    """Whether source and target are at most k hops apart (undirected view): a BFS from each end, growing
+    the smaller frontier a level at a time while the two radii sum to less than k, until a node reached
+    from one side turns up on the other. If dist = d <= rs + rt, the node d - min(rs, d) hops before the
+    target on a shortest path lies in both balls, so the balls meet exactly when d <= k. Costs two
+    balls of radius about k / 2 instead of one of radius k - 1. ds and dt are all -1 on entry and again
+    on return."""
+    ds[source], qs[0], dt[target], qt[0] = 0, source, 0, target
+    s_lo, s_hi, s_tail, rs = 0, 1, 1, 0
+    t_lo, t_hi, t_tail, rt = 0, 1, 1, 0
+    met = source == target
+    while not met and rs + rt < k and s_lo < s_hi and t_lo < t_hi:
+        if s_hi - s_lo <= t_hi - t_lo:
+            s_tail, met = _bfs_level(indptr, nbr, qs, ds, dt, s_lo, s_hi, s_tail, rs)
+            s_lo, s_hi, rs = s_hi, s_tail, rs + 1
+        else:
+            t_tail, met = _bfs_level(indptr, nbr, qt, dt, ds, t_lo, t_hi, t_tail, rt)
+            t_lo, t_hi, rt = t_hi, t_tail, rt + 1
+    reset_dist(ds, qs, s_tail)
+    reset_dist(dt, qt, t_tail)
+    return met
+
+
+@njit(cache=True)
+def _target_search(indptr: np.ndarray, nbr: np.ndarray, dist: np.ndarray, queue: np.ndarray, dist2: np.ndarray,
+                   queue2: np.ndarray, anchor_depth: int, source: int, target: int, max_paths: int, max_hops: int,
+                   max_expansions: int, bufs, found: np.ndarray):  # noqa: ANN001, ANN202
+    """`_search` with the `target` heuristic: h is the BFS from the target to depth
+    D = min(anchor_depth, max_hops - 1) written into the reused `dist` buffer (unreached = D + 1),
+    undone afterwards. When D = max_hops - 1 and the ends are more than max_hops apart (`within_hops`,
+    far cheaper than that BFS), the search is known without running it: the source (h = D + 1 =
+    max_hops) is popped and expanded, and every neighbour v, at least max_hops from the target, gets
+    f = 1 + D + 1 > max_hops; so no path, one expansion (none, truncated, under a zero budget)."""
+    depth = max(0, min(anchor_depth, max_hops - 1))
+    if max_hops >= 1 and depth == max_hops - 1 and not within_hops(indptr, nbr, source, target, max_hops, dist,
+                                                                     queue, dist2, queue2):
+        return 0, 1 if max_expansions >= 1 else 0, max_expansions < 1, bufs
     reached = bfs_into(indptr, nbr, target, depth, dist, queue)
-    out = astar(indptr, nbr, dist, depth + 1, source, target, max_paths, max_hops, max_expansions)
+    out = _search(indptr, nbr, dist, depth + 1, source, target, max_paths, max_hops, max_expansions, bufs, found)
     reset_dist(dist, queue, reached)
     return out
 
 
 @njit(cache=True)
-def target_astar_many(indptr: np.ndarray, nbr: np.ndarray, dist: np.ndarray, queue: np.ndarray, anchor_depth: int,
-                      sources: np.ndarray, targets: np.ndarray, max_hops: np.ndarray, max_paths: int,
-                      max_expansions: int):  # noqa: ANN201
-    """`target_astar` for every pair in one call (same BFS depth rule, same loop, so the same result as
-    one call per pair), reusing the entry arrays across pairs. Pair j's paths are paths
+def target_astar(indptr: np.ndarray, nbr: np.ndarray, dist: np.ndarray, queue: np.ndarray, dist2: np.ndarray,
+                 queue2: np.ndarray, anchor_depth: int, source: int, target: int, max_paths: int, max_hops: int,
+                 max_expansions: int):  # noqa: ANN201
+    """`astar` with the `target` heuristic (`_target_search`), returning what `astar` does."""
+    found = np.empty(max_paths, np.int64)
+    n_found, expanded, truncated, bufs = _target_search(indptr, nbr, dist, queue, dist2, queue2, anchor_depth,
+                                                        source, target, max_paths, max_hops, max_expansions,
+                                                        new_buffers(1024), found)
+    return _unroll(found[:n_found], bufs[0], bufs[1], bufs[2], bufs[3]) + (expanded, truncated)
+
+
+@njit(cache=True)
+def target_astar_many(indptr: np.ndarray, nbr: np.ndarray, dist: np.ndarray, queue: np.ndarray, dist2: np.ndarray,
+                      queue2: np.ndarray, anchor_depth: int, sources: np.ndarray, targets: np.ndarray,
+                      max_hops: np.ndarray, max_paths: int, max_expansions: int):  # noqa: ANN201
+    """`target_astar` for every pair in one call (the same `_target_search`, so the same result as one
+    call per pair), reusing the entry arrays across pairs. Pair j's paths are paths
     pair_offsets[j] : pair_offsets[j + 1]; path i is laid out as in `astar`, over all pairs:
     nodes[offsets[i] + i : offsets[i + 1] + i + 1], steps[offsets[i] : offsets[i + 1]].
     source == target gives one empty path, as `paths._trivial` does. Ids must be in range."""
@@ -291,17 +355,15 @@ def target_astar_many(indptr: np.ndarray, nbr: np.ndarray, dist: np.ndarray, que
     found = np.empty(max_paths, np.int64)
     n_paths = 0
     for j in range(n):
-        source, target, hops = sources[j], targets[j], max_hops[j]
+        source, target = sources[j], targets[j]
         n_found = 0
         if source == target:
             n_found = 1
         else:
-            depth = max(0, min(anchor_depth, hops - 1))
-            reached = bfs_into(indptr, nbr, target, depth, dist, queue)
-            n_found, n_expanded, cut, bufs = _search(indptr, nbr, dist, depth + 1, source, target, max_paths, hops,
-                                                     max_expansions, bufs, found)
+            n_found, n_expanded, cut, bufs = _target_search(indptr, nbr, dist, queue, dist2, queue2, anchor_depth,
+                                                            source, target, max_paths, max_hops[j],
+                                                            max_expansions, bufs, found)
             expanded[j], truncated[j] = n_expanded, cut
-            reset_dist(dist, queue, reached)
         node, parent, pos, g = bufs[0], bufs[1], bufs[2], bufs[3]
         for i in range(n_found):
             length = 0 if source == target else g[found[i]]

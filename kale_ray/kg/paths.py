@@ -126,6 +126,8 @@ class Scratch:
     def __init__(self, num_nodes: int) -> None:
         self.dist = np.full(num_nodes, -1, np.int16)
         self.queue = np.empty(num_nodes, np.int64)
+        self.other_dist = np.full(num_nodes, -1, np.int16)  # the second side of `kernels.within_hops`
+        self.other_queue = np.empty(num_nodes, np.int64)
 
 
 class Heuristic:
@@ -299,8 +301,9 @@ class PathSearcher:
         if limits.heuristic != "target":
             h = self.heuristic(target)
             return _search(adj, source, target, limits, h.table, h.beyond, start)
-        found = kernels.target_astar(adj.indptr, adj.nbr, scratch.dist, scratch.queue, target_depth(limits), source,
-                                     target, limits.max_paths, limits.max_hops, limits.max_expansions)
+        found = kernels.target_astar(adj.indptr, adj.nbr, scratch.dist, scratch.queue, scratch.other_dist,
+                                     scratch.other_queue, int(limits.anchor_depth), source, target, limits.max_paths,
+                                     limits.max_hops, limits.max_expansions)
         return _result(found, start)
 
     def search_many(self, sources: np.ndarray | list[int], targets: np.ndarray | list[int],
@@ -326,8 +329,9 @@ class PathSearcher:
             return SearchBatch.from_results([self.search(int(s), int(t), int(h))
                                              for s, t, h in zip(src, dst, hops, strict=True)])
         lim, adj = self.limits, self.adj
-        found = kernels.target_astar_many(adj.indptr, adj.nbr, self.scratch.dist, self.scratch.queue,
-                                          int(lim.anchor_depth), src, dst, hops, int(lim.max_paths),
-                                          int(lim.max_expansions))
+        scratch = self.scratch
+        found = kernels.target_astar_many(adj.indptr, adj.nbr, scratch.dist, scratch.queue, scratch.other_dist,
+                                          scratch.other_queue, int(lim.anchor_depth), src, dst, hops,
+                                          int(lim.max_paths), int(lim.max_expansions))
         seconds = np.full(len(src), (time.perf_counter() - start) / max(len(src), 1))
         return SearchBatch(*found, seconds=seconds)

@@ -315,3 +315,41 @@ def test_search_many_checks_its_input() -> None:
     assert batch[-1].steps == batch[1].steps and len(batch[0:2]) == 2
     with pytest.raises(IndexError):
         batch[2]
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 60), density=st.floats(0.5, 2.5), k=st.integers(0, 6))
+def test_within_hops_agrees_with_networkit_distances(seed: int, n: int, density: float, k: int) -> None:
+    from kale_ray.kg import kernels
+    from kale_ray.kg.paths import Scratch
+
+    kg = random_kg(seed, n, int(n * density))
+    adj, scratch = kg.adjacency, Scratch(kg.num_entities)
+    for source in range(0, kg.num_entities, 3):
+        dist = true_distances(kg, source)
+        for target in range(kg.num_entities):
+            met = kernels.within_hops(adj.indptr, adj.nbr, source, target, k, scratch.dist, scratch.queue,
+                                      scratch.other_dist, scratch.other_queue)
+            assert met == (dist[target] <= k), (source, target, k)
+    assert (scratch.dist == -1).all() and (scratch.other_dist == -1).all()  # buffers handed back clean
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 40), density=st.floats(0.5, 3.0), max_hops=st.integers(0, 5),
+       depth=st.integers(1, 5), budget=st.sampled_from([0, 1, 2, 10_000]))
+def test_target_search_skips_far_pairs_with_the_full_searchs_result(seed: int, n: int, density: float,
+                                                                    max_hops: int, depth: int, budget: int) -> None:
+    """The `within_hops` short cut for pairs beyond the hop limit gives what the full A* over the same h
+    table (`astar_paths` with an explicit Heuristic, which never takes it) returns: same paths, counts."""
+    kg = random_kg(seed, n, int(n * density))
+    adj = kg.adjacency
+    limits = SearchLimits(max_hops=max_hops, anchor_depth=depth, max_expansions=budget, max_paths=4)
+    searcher = PathSearcher(adj, limits)
+    for target in range(0, kg.num_entities, 2):
+        table = Heuristic(adj, target, limits)
+        for source in range(kg.num_entities):
+            if source == target:
+                continue
+            fast, full = searcher.search(source, target), astar_paths(adj, source, target, limits, heuristic=table)
+            assert (fast.steps, fast.nodes_expanded, fast.truncated) == (full.steps, full.nodes_expanded,
+                                                                           full.truncated)
