@@ -53,6 +53,15 @@ def bfs_into(indptr: np.ndarray, nbr: np.ndarray, source: int, depth: int, dist:
 
 
 @njit(cache=True)
+def first_out_of_range(sources: np.ndarray, targets: np.ndarray, n: int) -> int:
+    """Index of the first pair with an id outside [0, n), or -1 (one pass, no temporaries)."""
+    for j in range(len(sources)):
+        if not (0 <= sources[j] < n and 0 <= targets[j] < n):
+            return j
+    return -1
+
+
+@njit(cache=True)
 def reset_dist(dist: np.ndarray, queue: np.ndarray, tail: int) -> None:
     for i in range(tail):
         dist[queue[i]] = -1
@@ -304,6 +313,49 @@ def within_hops(indptr: np.ndarray, nbr: np.ndarray, source: int, target: int, k
 
 
 @njit(cache=True)
+def _last_level_lazily(indptr: np.ndarray, nbr: np.ndarray, source: int, target: int, depth: int,
+                       dist: np.ndarray, queue: np.ndarray) -> int:
+    """The `target` h table for D = depth = max_hops - 1 >= 1, exact wherever the search can tell: BFS
+    from the target to D - 1, then distance D only where it changes a push. A child at depth g of a node
+    with h(v) >= D has f = g + h(v) >= g + D, within the hop limit only for g = 1 and h(v) = D; so
+    beyond D - 1 the table needs D exactly for the source's neighbours alone (the source's own f, D or
+    D + 1, is never compared: it is the only entry when popped). Marks those (a neighbour w at D - 1)
+    when that scans fewer adjacency entries than the BFS's last level would, else runs that level.
+    Returns the count of queue entries to reset."""
+    tail = bfs_into(indptr, nbr, target, depth - 1, dist, queue)
+    first = tail
+    while first > 0 and dist[queue[first - 1]] == depth - 1:
+        first -= 1
+    level_cost, lazy_cost = 0, 0
+    for i in range(first, tail):
+        level_cost += indptr[queue[i] + 1] - indptr[queue[i]]
+    for p in range(indptr[source], indptr[source + 1]):
+        lazy_cost += indptr[nbr[p] + 1] - indptr[nbr[p]]
+    if lazy_cost < level_cost:
+        for p in range(indptr[source], indptr[source + 1]):
+            v = nbr[p]
+            if dist[v] >= 0:
+                continue
+            for q in range(indptr[v], indptr[v + 1]):
+                if dist[nbr[q]] == depth - 1:
+                    dist[v] = depth
+                    queue[tail] = v
+                    tail += 1
+                    break
+        return tail
+    end = tail
+    for i in range(first, end):
+        u = queue[i]
+        for p in range(indptr[u], indptr[u + 1]):
+            v = nbr[p]
+            if dist[v] < 0:
+                dist[v] = depth
+                queue[tail] = v
+                tail += 1
+    return tail
+
+
+@njit(cache=True)
 def _target_search(indptr: np.ndarray, nbr: np.ndarray, dist: np.ndarray, queue: np.ndarray, dist2: np.ndarray,
                    queue2: np.ndarray, anchor_depth: int, source: int, target: int, max_paths: int, max_hops: int,
                    max_expansions: int, bufs, found: np.ndarray):  # noqa: ANN001, ANN202
@@ -312,12 +364,16 @@ def _target_search(indptr: np.ndarray, nbr: np.ndarray, dist: np.ndarray, queue:
     undone afterwards. When D = max_hops - 1 and the ends are more than max_hops apart (`within_hops`,
     far cheaper than that BFS), the search is known without running it: the source (h = D + 1 =
     max_hops) is popped and expanded, and every neighbour v, at least max_hops from the target, gets
-    f = 1 + D + 1 > max_hops; so no path, one expansion (none, truncated, under a zero budget)."""
+    f = 1 + D + 1 > max_hops; so no path, one expansion (none, truncated, under a zero budget). Else the
+    table's last level is filled only where it matters (`_last_level_lazily`)."""
     depth = max(0, min(anchor_depth, max_hops - 1))
-    if max_hops >= 1 and depth == max_hops - 1 and not within_hops(indptr, nbr, source, target, max_hops, dist,
-                                                                     queue, dist2, queue2):
-        return 0, 1 if max_expansions >= 1 else 0, max_expansions < 1, bufs
-    reached = bfs_into(indptr, nbr, target, depth, dist, queue)
+    if max_hops >= 1 and depth == max_hops - 1:
+        if not within_hops(indptr, nbr, source, target, max_hops, dist, queue, dist2, queue2):
+            return 0, 1 if max_expansions >= 1 else 0, max_expansions < 1, bufs
+    if max_hops >= 2 and depth == max_hops - 1:
+        reached = _last_level_lazily(indptr, nbr, source, target, depth, dist, queue)
+    else:
+        reached = bfs_into(indptr, nbr, target, depth, dist, queue)
     out = _search(indptr, nbr, dist, depth + 1, source, target, max_paths, max_hops, max_expansions, bufs, found)
     reset_dist(dist, queue, reached)
     return out

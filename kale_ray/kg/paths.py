@@ -320,11 +320,9 @@ class PathSearcher:
         if not len(src) == len(dst) == len(hops):
             raise ValueError(f"search_many: {len(src)} sources, {len(dst)} targets, {len(hops)} hop limits")
         n = self.adj.num_nodes
-        bad = np.nonzero((src < 0) | (src >= n) | (dst < 0) | (dst >= n))[0]
-        if len(bad):
-            j = int(bad[0])
+        if (j := kernels.first_out_of_range(src, dst, n)) >= 0:
             raise IndexError(f"node id out of range in pair {j}: {int(src[j])} or {int(dst[j])} "
-                             f"(graph has {n} nodes; {len(bad)} bad pairs)")
+                             f"(graph has {n} nodes)")
         if self.limits.heuristic != "target":
             return SearchBatch.from_results([self.search(int(s), int(t), int(h))
                                              for s, t, h in zip(src, dst, hops, strict=True)])

@@ -294,9 +294,14 @@ def test_search_many_equals_search_on_the_real_graphs(source: str, data_root) ->
 
     where = data_root / "metaqa" / "kb.txt" if source == "metaqa" else Path("/usr/share/wordnet")
     kg = load_kg(build_kg(source, where, Path(tempfile.gettempdir()) / f"kale-ray-tests-{os.getuid()}" / source))
-    searcher = PathSearcher(kg.adjacency, SearchLimits(max_hops=3, max_paths=8))
+    limits = SearchLimits(max_hops=3, max_paths=8)
+    searcher = PathSearcher(kg.adjacency, limits)
     sources, targets = near_pairs(kg.adjacency, 120, seed=1)
     assert assert_batch_equals_per_pair(searcher, sources, targets) >= 50  # most near pairs have paths
+    for source, target, got in zip(sources, targets, searcher.search_many(sources, targets), strict=True):
+        if source != target:  # and both equal the plain search over the full h table (no short cuts)
+            full = astar_paths(kg.adjacency, int(source), int(target), limits, Heuristic(kg.adjacency, target, limits))
+            assert (got.steps, got.nodes_expanded, got.truncated) == (full.steps, full.nodes_expanded, full.truncated)
 
 
 def test_search_many_checks_its_input() -> None:
@@ -339,8 +344,9 @@ def test_within_hops_agrees_with_networkit_distances(seed: int, n: int, density:
        depth=st.integers(1, 5), budget=st.sampled_from([0, 1, 2, 10_000]))
 def test_target_search_skips_far_pairs_with_the_full_searchs_result(seed: int, n: int, density: float,
                                                                     max_hops: int, depth: int, budget: int) -> None:
-    """The `within_hops` short cut for pairs beyond the hop limit gives what the full A* over the same h
-    table (`astar_paths` with an explicit Heuristic, which never takes it) returns: same paths, counts."""
+    """The `within_hops` short cut for pairs beyond the hop limit and the lazily filled last level of the
+    h table give what the full A* over the full table (`astar_paths` with an explicit Heuristic, which
+    takes neither) returns: same paths, same counts."""
     kg = random_kg(seed, n, int(n * density))
     adj = kg.adjacency
     limits = SearchLimits(max_hops=max_hops, anchor_depth=depth, max_expansions=budget, max_paths=4)
