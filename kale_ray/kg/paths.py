@@ -272,8 +272,8 @@ class PathSearcher:
     """A* over one KG with BFS buffers allocated once. The `target` heuristic is the BFS distance table
     from the target, written into the reused buffer and undone after the search: O(what the BFS
     reaches) per query, never O(nodes); `search_many` runs a batch of pairs in one compiled call. The
-    anchor-based tables (k BFS each, dense) are cached per
-    target (rows often share an answer; `cache_size=0` rebuilds them for every query)."""
+    anchor-based tables (k BFS each, dense) are cached per target (rows often share an answer;
+    `cache_size=0` rebuilds them for every query)."""
 
     def __init__(self, adj: Adjacency, limits: SearchLimits, cache_size: int = 64) -> None:
         self.adj, self.limits, self.cache_size = adj, limits, cache_size
