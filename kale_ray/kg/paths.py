@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import overload
 
 import numpy as np
 
@@ -63,6 +66,59 @@ class SearchResult:
 HEURISTICS = ("anchor", "landmark", "target")
 
 
+@dataclass(eq=False)
+class SearchBatch(Sequence[SearchResult]):
+    """The results of `PathSearcher.search_many` as flat arrays, one SearchResult built per item on
+    access (so a caller that needs counts only never builds lists). Pair j's paths are
+    pair_offsets[j] : pair_offsets[j + 1]; path i is nodes[offsets[i] + i : offsets[i + 1] + i + 1]
+    over CSR positions steps[offsets[i] : offsets[i + 1]]. `seconds` is per pair: the batched call's
+    time shared equally among its pairs (one call has no per-pair clock)."""
+
+    nodes: np.ndarray
+    steps: np.ndarray
+    offsets: np.ndarray
+    pair_offsets: np.ndarray
+    expanded: np.ndarray
+    truncated: np.ndarray
+    seconds: np.ndarray
+
+    @classmethod
+    def from_results(cls, results: list[SearchResult]) -> SearchBatch:
+        paths = [(s, n) for r in results for s, n in zip(r.steps, r.nodes, strict=True)]
+        lengths = [len(s) for s, _ in paths]
+        return cls(nodes=np.array([v for _, n in paths for v in n], np.int64),
+                   steps=np.array([v for s, _ in paths for v in s], np.int64),
+                   offsets=np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64),
+                   pair_offsets=np.concatenate([[0], np.cumsum([len(r.steps) for r in results])]).astype(np.int64),
+                   expanded=np.array([r.nodes_expanded for r in results], np.int64),
+                   truncated=np.array([r.truncated for r in results], np.bool_),
+                   seconds=np.array([r.seconds for r in results], np.float64))
+
+    def __len__(self) -> int:
+        return len(self.expanded)
+
+    @overload
+    def __getitem__(self, j: int) -> SearchResult: ...
+
+    @overload
+    def __getitem__(self, j: slice) -> list[SearchResult]: ...
+
+    def __getitem__(self, j: int | slice) -> SearchResult | list[SearchResult]:
+        if isinstance(j, slice):
+            return [self[i] for i in range(*j.indices(len(self)))]
+        if not -len(self) <= j < len(self):
+            raise IndexError(f"pair {j} out of range ({len(self)} pairs)")
+        j = j % len(self)
+        first, last = int(self.pair_offsets[j]), int(self.pair_offsets[j + 1])
+        offsets = self.offsets[first: last + 1].tolist()
+        result = SearchResult(nodes_expanded=int(self.expanded[j]), truncated=bool(self.truncated[j]),
+                              seconds=float(self.seconds[j]))
+        for i, (lo, hi) in enumerate(pairwise(offsets), start=first):
+            result.steps.append(self.steps[lo:hi].tolist())
+            result.nodes.append(self.nodes[lo + i: hi + i + 1].tolist())
+        return result
+
+
 class Scratch:
     """BFS buffers sized to the graph, reused across searches: every kernel leaves `dist` all -1 again
     (resetting only what it wrote), so a query costs what its BFS reaches, not fresh O(nodes) arrays."""
@@ -70,6 +126,8 @@ class Scratch:
     def __init__(self, num_nodes: int) -> None:
         self.dist = np.full(num_nodes, -1, np.int16)
         self.queue = np.empty(num_nodes, np.int64)
+        self.other_dist = np.full(num_nodes, -1, np.int16)  # the second side of `kernels.within_hops`
+        self.other_queue = np.empty(num_nodes, np.int64)
 
 
 class Heuristic:
@@ -213,8 +271,9 @@ def _result(found: tuple, start: float) -> SearchResult:  # (nodes, steps, offse
 class PathSearcher:
     """A* over one KG with BFS buffers allocated once. The `target` heuristic is the BFS distance table
     from the target, written into the reused buffer and undone after the search: O(what the BFS
-    reaches) per query, never O(nodes). The anchor-based tables (k BFS each, dense) are cached per
-    target (rows often share an answer; `cache_size=0` rebuilds them for every query)."""
+    reaches) per query, never O(nodes); `search_many` runs a batch of pairs in one compiled call. The
+    anchor-based tables (k BFS each, dense) are cached per target (rows often share an answer;
+    `cache_size=0` rebuilds them for every query)."""
 
     def __init__(self, adj: Adjacency, limits: SearchLimits, cache_size: int = 64) -> None:
         self.adj, self.limits, self.cache_size = adj, limits, cache_size
@@ -243,6 +302,35 @@ class PathSearcher:
         if limits.heuristic != "target":
             h = self.heuristic(target)
             return _search(adj, source, target, limits, h.table, h.beyond, start)
-        found = kernels.target_astar(adj.indptr, adj.nbr, scratch.dist, scratch.queue, target_depth(limits), source,
-                                     target, limits.max_paths, limits.max_hops, limits.max_expansions)
+        found = kernels.target_astar(adj.indptr, adj.nbr, scratch.dist, scratch.queue, scratch.other_dist,
+                                     scratch.other_queue, int(limits.anchor_depth), source, target, limits.max_paths,
+                                     limits.max_hops, limits.max_expansions)
         return _result(found, start)
+
+    def search_many(self, sources: np.ndarray | list[int], targets: np.ndarray | list[int],
+                    max_hops: np.ndarray | list[int] | None = None) -> SearchBatch:
+        """`search` for every (sources[j], targets[j]) pair, optionally with its own hop limit: with the
+        `target` heuristic ONE compiled call loops over the pairs (the fixed cost of a call, which is
+        most of a search that finds nothing, is paid once per batch); the same paths and counts as a
+        `search` per pair. Other heuristics search pair by pair."""
+        start = time.perf_counter()
+        src = np.asarray(sources, dtype=np.int64).reshape(-1)
+        dst = np.asarray(targets, dtype=np.int64).reshape(-1)
+        hops = (np.full(len(src), self.limits.max_hops, np.int64) if max_hops is None
+                else np.asarray(max_hops, dtype=np.int64).reshape(-1))
+        if not len(src) == len(dst) == len(hops):
+            raise ValueError(f"search_many: {len(src)} sources, {len(dst)} targets, {len(hops)} hop limits")
+        n = self.adj.num_nodes
+        if (j := kernels.first_out_of_range(src, dst, n)) >= 0:
+            raise IndexError(f"node id out of range in pair {j}: {int(src[j])} or {int(dst[j])} "
+                             f"(graph has {n} nodes)")
+        if self.limits.heuristic != "target":
+            return SearchBatch.from_results([self.search(int(s), int(t), int(h))
+                                             for s, t, h in zip(src, dst, hops, strict=True)])
+        lim, adj = self.limits, self.adj
+        scratch = self.scratch
+        found = kernels.target_astar_many(adj.indptr, adj.nbr, scratch.dist, scratch.queue, scratch.other_dist,
+                                          scratch.other_queue, int(lim.anchor_depth), src, dst, hops,
+                                          int(lim.max_paths), int(lim.max_expansions))
+        seconds = np.full(len(src), (time.perf_counter() - start) / max(len(src), 1))
+        return SearchBatch(*found, seconds=seconds)

@@ -236,3 +236,126 @@ def test_target_heuristic_depth_is_capped_below_the_hop_limit() -> None:
             b = astar_paths(adj, source, 5, capped, heuristic=full_table)
             assert a.steps == b.steps
             assert a.nodes_expanded - b.nodes_expanded in (0, 1)
+
+
+def assert_batch_equals_per_pair(searcher: PathSearcher, sources: np.ndarray, targets: np.ndarray,
+                                 hops: np.ndarray | None = None) -> int:
+    """search_many == one `search` per pair: same paths (nodes and CSR steps), counts and flags."""
+    batch = searcher.search_many(sources, targets, hops)
+    assert len(batch) == len(sources)
+    with_paths = 0
+    for j, got in enumerate(batch):
+        want = searcher.search(int(sources[j]), int(targets[j]), None if hops is None else int(hops[j]))
+        assert (got.steps, got.nodes) == (want.steps, want.nodes), f"pair {j}"
+        assert (got.nodes_expanded, got.truncated) == (want.nodes_expanded, want.truncated), f"pair {j}"
+        with_paths += bool(want.steps) and sources[j] != targets[j]
+    return with_paths
+
+
+def near_pairs(adj, n: int, seed: int, hops: int = 3) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+    """Half random pairs (mostly no path), half with the target 1..hops away (paths exist)."""
+    rng = np.random.default_rng(seed)
+    sources = rng.integers(0, adj.num_nodes, n)
+    targets = rng.integers(0, adj.num_nodes, n)
+    for j in range(0, n, 2):
+        near = np.nonzero(adj.bounded_bfs(int(sources[j]), hops) > 0)[0]
+        if len(near):
+            targets[j] = rng.choice(near)
+    return sources, targets
+
+
+@pytest.mark.parametrize("heuristic", HEURISTICS)
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 40), density=st.floats(0.5, 3.0),
+       max_paths=st.integers(0, 6), depth=st.integers(1, 4), budget=st.sampled_from([3, 50, 10_000]))
+def test_search_many_equals_search_per_pair(heuristic: str, seed: int, n: int, density: float, max_paths: int,
+                                            depth: int, budget: int) -> None:
+    kg = random_kg(seed, n, int(n * density))
+    rng = np.random.default_rng(seed)
+    pairs = 30
+    sources, targets = rng.integers(0, kg.num_entities, pairs), rng.integers(0, kg.num_entities, pairs)
+    targets[::5] = sources[::5]                                    # source == target: one empty path
+    hops = rng.integers(0, 6, pairs)                               # per-pair hop limits, 0 included
+    limits = SearchLimits(max_paths=max_paths, anchor_depth=depth, max_expansions=budget, heuristic=heuristic)
+    searcher = PathSearcher(kg.adjacency, limits)
+    assert_batch_equals_per_pair(searcher, sources, targets, hops)
+    assert_batch_equals_per_pair(searcher, sources, targets)
+
+
+@pytest.mark.parametrize("source", ["metaqa", "wordnet"])
+def test_search_many_equals_search_on_the_real_graphs(source: str, data_root) -> None:  # noqa: ANN001
+    """The real MetaQA KB and WordNet (cached builds shared with the other kg tests)."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from kale_ray.kg.stage import build_kg
+    from kale_ray.kg.store import load_kg
+
+    where = data_root / "metaqa" / "kb.txt" if source == "metaqa" else Path("/usr/share/wordnet")
+    kg = load_kg(build_kg(source, where, Path(tempfile.gettempdir()) / f"kale-ray-tests-{os.getuid()}" / source))
+    limits = SearchLimits(max_hops=3, max_paths=8)
+    searcher = PathSearcher(kg.adjacency, limits)
+    sources, targets = near_pairs(kg.adjacency, 120, seed=1)
+    assert assert_batch_equals_per_pair(searcher, sources, targets) >= 50  # most near pairs have paths
+    for source, target, got in zip(sources, targets, searcher.search_many(sources, targets), strict=True):
+        if source != target:  # and both equal the plain search over the full h table (no short cuts)
+            full = astar_paths(kg.adjacency, int(source), int(target), limits, Heuristic(kg.adjacency, target, limits))
+            assert (got.steps, got.nodes_expanded, got.truncated) == (full.steps, full.nodes_expanded, full.truncated)
+
+
+def test_search_many_checks_its_input() -> None:
+    kg = random_kg(2, 50, 120)
+    searcher = PathSearcher(kg.adjacency, SearchLimits())
+    with pytest.raises(IndexError, match="pair 1"):
+        searcher.search_many([0, 3, 4], [1, kg.num_entities, -1])
+    with pytest.raises(IndexError, match="pair 0"):
+        searcher.search_many([-2], [1])
+    with pytest.raises(ValueError, match="2 sources, 1 targets"):
+        searcher.search_many([0, 1], [2])
+    empty = searcher.search_many([], [])
+    assert len(empty) == 0 and list(empty) == []
+    batch = searcher.search_many([4, 5], [4, 9])
+    assert batch[0].steps == [[]] and batch[0].nodes == [[4]] and batch[0].nodes_expanded == 0
+    assert batch[-1].steps == batch[1].steps and len(batch[0:2]) == 2
+    with pytest.raises(IndexError):
+        batch[2]
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 60), density=st.floats(0.5, 2.5), k=st.integers(0, 6))
+def test_within_hops_agrees_with_networkit_distances(seed: int, n: int, density: float, k: int) -> None:
+    from kale_ray.kg import kernels
+    from kale_ray.kg.paths import Scratch
+
+    kg = random_kg(seed, n, int(n * density))
+    adj, scratch = kg.adjacency, Scratch(kg.num_entities)
+    for source in range(0, kg.num_entities, 3):
+        dist = true_distances(kg, source)
+        for target in range(kg.num_entities):
+            met = kernels.within_hops(adj.indptr, adj.nbr, source, target, k, scratch.dist, scratch.queue,
+                                      scratch.other_dist, scratch.other_queue)
+            assert met == (dist[target] <= k), (source, target, k)
+    assert (scratch.dist == -1).all() and (scratch.other_dist == -1).all()  # buffers handed back clean
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 40), density=st.floats(0.5, 3.0), max_hops=st.integers(0, 5),
+       depth=st.integers(1, 5), budget=st.sampled_from([0, 1, 2, 10_000]))
+def test_target_search_skips_far_pairs_with_the_full_searchs_result(seed: int, n: int, density: float,
+                                                                    max_hops: int, depth: int, budget: int) -> None:
+    """The `within_hops` short cut for pairs beyond the hop limit and the lazily filled last level of the
+    h table give what the full A* over the full table (`astar_paths` with an explicit Heuristic, which
+    takes neither) returns: same paths, same counts."""
+    kg = random_kg(seed, n, int(n * density))
+    adj = kg.adjacency
+    limits = SearchLimits(max_hops=max_hops, anchor_depth=depth, max_expansions=budget, max_paths=4)
+    searcher = PathSearcher(adj, limits)
+    for target in range(0, kg.num_entities, 2):
+        table = Heuristic(adj, target, limits)
+        for source in range(kg.num_entities):
+            if source == target:
+                continue
+            fast, full = searcher.search(source, target), astar_paths(adj, source, target, limits, heuristic=table)
+            assert (fast.steps, fast.nodes_expanded, fast.truncated) == (full.steps, full.nodes_expanded,
+                                                                           full.truncated)
