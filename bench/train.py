@@ -4,15 +4,18 @@ KA adds a no-grad forward of the with-rationale view to SFT's forward+backward o
 the ratio should stay <= 1.4 (the paper's reviewers asked about the second pass's cost). Both methods
 run the trainer's own `train_step` (single process, the DDP runner without a process group) on real
 ARC-Easy rows with rationales, the real SmolLM2-135M-Instruct and LoRA; steps alternate ka/sft so
-machine load hits both alike. Prints the median seconds/step, tokens/s and the ratio.
+machine load hits both alike. Prints the median seconds/step, tokens/s and the ratio. `ka` runs the
+target view on the plain view's prefix cache (train.share_prefix, the default); `ka_unshared` is the
+full second pass, measured in the same run as the before/after reference.
 
-    PYTHONPATH=$PWD python bench/train.py [--steps 8] [--batch 4] [--device cpu|cuda]
+    PYTHONPATH=$PWD python bench/train.py [--steps 8] [--batch 4] [--full] [--device cpu|cuda]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -24,6 +27,9 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
+    parser.add_argument("--no-unshared", action="store_true",
+                        help="skip the ka run with train.share_prefix=false (the full second pass)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on a shared 2-core machine more threads fight for cores)")
     args = parser.parse_args()
@@ -49,32 +55,39 @@ def main() -> None:
     total = 2 * (args.steps + 1)
     runs = {}
     lengths: dict[str, float] = {}
-    for method in ("ka", "sft"):
+    variants = {"ka": ("ka", True), "sft": ("sft", True)}
+    if not args.no_unshared:
+        variants["ka_unshared"] = ("ka", False)
+    for name, (method, share) in variants.items():
         tc = TrainConfig(method=method, lr=1e-4, lr_schedule="constant", max_length=args.max_length,
-                         micro_batch_size=args.batch, precision=args.precision, strategy="ddp")
+                         micro_batch_size=args.batch, precision=args.precision, strategy="ddp",
+                         lora=not args.full, share_prefix=share)
         tokens, _ = tokenize_rows(tokenizer, rows, method, args.max_length)
         batches = [tokens.slice(i * args.batch, args.batch).to_pydict() for i in range(4)]
         for view in ("student_ids", "target_ids"):
             lengths.setdefault(view, statistics.mean(len(t) for t in tokens.column(view).to_pylist()))
         torch.manual_seed(0)
         runner = DDPRunner(build_model(path, tc), tc, total, 1, device)
-        runs[method] = (tc, runner, batches)
-    times: dict[str, list[float]] = {"ka": [], "sft": []}
-    tokens_s: dict[str, list[float]] = {"ka": [], "sft": []}
+        runs[name] = (tc, runner, batches)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    tokens_s: dict[str, list[float]] = {name: [] for name in runs}
     for step in range(args.steps + 1):
-        for method, (tc, runner, batches) in runs.items():
+        for name, (tc, runner, batches) in runs.items():
             t0 = time.perf_counter()
-            rec = train_step([batches[step % 4]], method=method, tc=tc, runner=runner, frozen=None,
+            rec = train_step([batches[step % 4]], method=tc.method, tc=tc, runner=runner, frozen=None,
                              pad_id=tokenizer.pad_token_id, device=device)
             if step:  # the first step of each warms up
-                times[method].append(time.perf_counter() - t0)
-                tokens_s[method].append(rec["tokens_per_s"])
+                times[name].append(time.perf_counter() - t0)
+                tokens_s[name].append(rec["tokens_per_s"])
     result = {m: {"s_per_step": statistics.median(times[m]), "tokens_per_s": statistics.median(tokens_s[m])}
               for m in times}
     result["ratio_ka_over_sft"] = result["ka"]["s_per_step"] / result["sft"]["s_per_step"]
+    if "ka_unshared" in result:
+        result["ratio_ka_unshared_over_sft"] = result["ka_unshared"]["s_per_step"] / result["sft"]["s_per_step"]
     result["mean_tokens"] = {"plain_view": lengths["student_ids"], "rationale_view": lengths["target_ids"]}
     result["setup"] = {"steps": args.steps, "batch": args.batch, "max_length": args.max_length,
-                       "device": args.device, "precision": args.precision, "threads": torch.get_num_threads()}
+                       "device": args.device, "precision": args.precision,
+                       "lora": not args.full, "load_average": os.getloadavg(), "threads": torch.get_num_threads()}
     print(json.dumps(result, indent=2))
 
 

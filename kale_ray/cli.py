@@ -23,6 +23,7 @@ COMMAND_MODULES: list[str] = [
     "kale_ray.train.commands",  # train
     "kale_ray.serving.commands",  # serve
     "kale_ray.eval.commands",   # eval
+    "kale_ray.probe.commands",  # probe
     "kale_ray.pipeline_commands",  # pipeline
     "kale_ray.study.commands",  # study run/report
 ]

@@ -22,6 +22,7 @@ from kale_ray.sections import (
     KGConfig,
     ModelConfig,
     PathsConfig,
+    ProbeConfig,
     RayConfig,
     ServeConfig,
     StudyConfig,
@@ -64,6 +65,7 @@ class KaleConfig(BaseModel):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     study: StudyConfig = Field(default_factory=StudyConfig)
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
 
     def stage_dir(self, stage: str) -> Path:
         return self.workdir / self.run_name / stage

@@ -1,5 +1,8 @@
 """The end-to-end pipeline: model -> data -> KG -> paths -> rationales -> train each method -> eval.
 
+With `synth.select: probe` (or `eval.known_from: probe`) the knowledge probe runs after the data stage,
+and paths + rationales cover only the training rows the probe marks unknown or uncertain.
+
 Every stage skips itself when its artifact is complete for the same config (content hash), so a
 pipeline re-run (or a re-submitted job whose driver died) resumes at the first incomplete stage.
 Wall time per stage goes to `<run>/pipeline.json`.
@@ -78,6 +81,8 @@ def run_pipeline(cfg) -> dict[str, Any]:  # noqa: ANN001 (KaleConfig)
     from kale_ray.kg.extract import run_paths_stage
     from kale_ray.kg.stage import run_kg_stage
     from kale_ray.model.prepare import resolve_model
+    from kale_ray.probe.stage import run_probe_stage
+    from kale_ray.probe.uses import select_rows
     from kale_ray.ray_utils import init_ray
     from kale_ray.synth.stage import run_synth_stage
     from kale_ray.train.stage import run_train_stage
@@ -92,15 +97,19 @@ def run_pipeline(cfg) -> dict[str, Any]:  # noqa: ANN001 (KaleConfig)
     train_rows, test_rows = read_split(data_dir, "train"), read_split(data_dir, "test")
     sources: dict[str, Path] = {"data": data_dir}
     needs = {METHODS[m][1] for m in cfg.train.methods}
-    if needs & {"synth", "synth-noki"} or cfg.eval.known_incorrect:
+    fact_check = cfg.eval.known_incorrect and cfg.eval.known_from == "fact"
+    if cfg.synth.select == "probe" or (cfg.eval.known_incorrect and cfg.eval.known_from == "probe"):
+        p.stage("probe", lambda: run_probe_stage(cfg))
+    if needs & {"synth", "synth-noki"} or fact_check:
         kg_dir = p.stage("kg", lambda: run_kg_stage(cfg))
     if needs & {"synth", "synth-noki"}:
-        paths_dir = p.stage("paths", lambda: run_paths_stage(cfg, train_rows, kg_dir, cfg.stage_dir("paths")))
+        synth_rows, select = select_rows(cfg, train_rows)
+        paths_dir = p.stage("paths", lambda: run_paths_stage(cfg, synth_rows, kg_dir, cfg.stage_dir("paths")))
         for name, ki in (("synth", True), ("synth-noki", False)):
             if name in needs:
                 stage_cfg = cfg.model_copy(update={"synth": cfg.synth.model_copy(update={"ki": ki})})
                 sources[name] = p.stage(name, lambda c=stage_cfg, n=name: run_synth_stage(
-                    c, paths_dir, cfg.stage_dir(n)))
+                    c, paths_dir, cfg.stage_dir(n), select))
     models = {LABELS["vanilla"]: model} if cfg.eval.vanilla else {}
     for method, name, label, seed in trained_runs(cfg):
         trainer_method, source = METHODS[method]
@@ -109,7 +118,7 @@ def run_pipeline(cfg) -> dict[str, Any]:  # noqa: ANN001 (KaleConfig)
             c, m, sources[s], cfg.stage_dir("train") / n))
         models[label] = str(Path(run_dir) / "final")
     probes = None
-    if cfg.eval.known_incorrect:
+    if fact_check:
         probes = p.stage("paths-test", lambda: run_paths_stage(cfg, test_rows, kg_dir, cfg.stage_dir("paths-test")))
     results = p.stage("eval", lambda: run_eval(cfg, models, cfg.stage_dir("results"), rows=test_rows,
                                                probes=probes))

@@ -9,14 +9,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kale_ray.eval.config import EvalConfig
 from kale_ray.kg.config import KGConfig, PathsConfig
+from kale_ray.probe.config import ProbeConfig
 from kale_ray.serving.config import ServeConfig
 from kale_ray.study.config import StudyConfig
 from kale_ray.synth.config import SynthConfig
 from kale_ray.train.config import TrainConfig
 
 __all__ = [
-    "DataConfig", "EvalConfig", "KGConfig", "ModelConfig", "PathsConfig", "RayConfig", "ServeConfig",
-    "Section", "StudyConfig", "SynthConfig", "TrainConfig",
+    "DataConfig", "EvalConfig", "KGConfig", "ModelConfig", "PathsConfig", "ProbeConfig", "RayConfig",
+    "ServeConfig", "Section", "StudyConfig", "SynthConfig", "TrainConfig",
 ]
 
 

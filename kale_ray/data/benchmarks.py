@@ -204,8 +204,12 @@ def read_metaqa(path: Path, benchmark: str, report: LoadReport, strict: bool) ->
                 report.skip(where, "question has no [topic entity]", strict)
             else:
                 answer_list = [a.strip() for a in answers.split("|") if a.strip()]
-                yield _row(benchmark, question.strip(), [], -1, path, answers=answer_list,
+                row = _row(benchmark, question.strip(), [], -1, path, answers=answer_list,
                            topic=topic.group(1), gold_text=answer_list[0])
+                # One question text can name different entities (two films called "Eden", with different
+                # casts): the answer set is part of the row's identity, or one of them is lost as a duplicate.
+                row["id"] = row_id(benchmark, row["question"], sorted(answer_list))
+                yield row
 
 
 def _gold_from(obj: dict[str, Any], choices: list[str]) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,3 +32,5 @@ class EvalConfig(BaseModel):
     known_incorrect: bool = Field(True, description="Run the known&incorrect probe analysis.")
     probes: Path | None = Field(
         None, description="Paths or rationales artifact with path_texts/rationale per item id (known&incorrect).")
+    known_from: Literal["fact", "probe"] = Field(
+        "fact", description="known&incorrect's 'known': the fact-check question, or the trained probe (kale-ray probe).")

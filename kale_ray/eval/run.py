@@ -115,7 +115,7 @@ def pair_metrics(preds: list[dict[str, Any]]) -> dict[str, Any]:
     return metrics
 
 
-def _pair_key(spec: str, cfg: Any, rows: list[dict[str, Any]], with_probes: bool) -> str:
+def _pair_key(spec: str, cfg: Any, rows: list[dict[str, Any]], with_probes: bool | str) -> str:
     ids = hashlib.sha256("\n".join(r["id"] for r in rows).encode()).hexdigest()
     payload = {"spec": spec, "eval": cfg.eval.model_dump(mode="json", exclude={"concurrency", "limit"}),
                "dtype": cfg.model.dtype, "ids": ids, "probes": with_probes}
@@ -133,6 +133,13 @@ def run_eval(cfg: Any, models: dict[str, str], out: Path, rows: pa.Table | None 
     out = Path(out)
     tables = load_items(cfg, rows)
     probe_rows = load_probes(probes if probes is not None else cfg.eval.probes) if cfg.eval.known_incorrect else {}
+    known_source: bool | str = bool(probe_rows)
+    if cfg.eval.known_incorrect and cfg.eval.known_from == "probe":  # a retrained probe redoes the pairs
+        from kale_ray.artifacts import file_sha256
+        from kale_ray.probe.stage import probe_dir
+
+        probe_file = probe_dir(cfg) / "probe.npz"
+        known_source = file_sha256(probe_file) if probe_file.is_file() else "no probe"
     summary: dict[str, dict[str, dict[str, Any]]] = {}
     for method, spec in models.items():
         summary[method] = {}
@@ -141,7 +148,7 @@ def run_eval(cfg: Any, models: dict[str, str], out: Path, rows: pa.Table | None 
             for bench, table in tables.items():
                 pair_dir = out / method / bench
                 items = table.to_pylist()
-                key = _pair_key(spec, cfg, items, bool(probe_rows))
+                key = _pair_key(spec, cfg, items, known_source)
                 done = pair_dir / "metrics.json"
                 if done.is_file() and json.loads(done.read_text()).get("key") == key:
                     summary[method][bench] = json.loads(done.read_text())["metrics"]
@@ -151,8 +158,15 @@ def run_eval(cfg: Any, models: dict[str, str], out: Path, rows: pa.Table | None 
                 progress = Progress(f"eval {method}/{bench}", len(items), unit="items",
                                     metrics_path=out / "metrics.jsonl")
                 preds = score_rows(scorer, bench, items, cfg, progress)
-                if probe_rows:
-                    for pred, flag in zip(preds, known_flags(scorer, items, probe_rows), strict=True):
+                flags = None
+                if cfg.eval.known_incorrect and cfg.eval.known_from == "probe":
+                    from kale_ray.probe.uses import probe_known_flags
+
+                    flags = probe_known_flags(scorer, items, cfg)
+                elif probe_rows:
+                    flags = known_flags(scorer, items, probe_rows)
+                if flags is not None:
+                    for pred, flag in zip(preds, flags, strict=True):
                         pred["known"] = flag
                 progress.close()
                 metrics = pair_metrics(preds)

@@ -30,9 +30,13 @@ class KGConfig(_Section):
 
 
 class PathsConfig(_Section):
-    anchors: int = Field(4, ge=0, description="k: anchor nodes sampled around the answer entity.")
+    heuristic: Literal["anchor", "landmark", "target"] = Field(
+        "target", description="A* lower bound: anchor (METHOD.md's one-sided anchor bound), landmark (two-sided "
+        "landmark bound over the same anchors) or target (the answer entity as its own landmark: exact within "
+        "anchor_depth hops; fewest expansions, see bench/README.md).")
+    anchors: int = Field(4, ge=0, description="k: anchor nodes sampled around the answer entity (anchor, landmark).")
     anchor_hops: int = Field(2, ge=1, description="m: anchors come from the m-hop neighbourhood of the answer.")
-    anchor_depth: int = Field(3, ge=1, description="d: depth of the BFS run from each anchor.")
+    anchor_depth: int = Field(3, ge=1, description="d: depth of the BFS run from each anchor (and from the target).")
     max_paths: int = Field(8, ge=1, description="K: paths kept per (question entity, answer entity) pair.")
     max_hops: int = Field(4, ge=1, description="Hop limit of a path.")
     max_pairs_per_row: int = Field(16, ge=1, description="Entity pairs searched per question at most.")

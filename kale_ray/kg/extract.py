@@ -18,6 +18,8 @@ import shutil
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,22 +58,43 @@ class RowPathFinder:
         limits = SearchLimits(max_paths=paths_cfg["max_paths"], max_hops=paths_cfg["max_hops"],
                               anchors=paths_cfg["anchors"], anchor_hops=paths_cfg["anchor_hops"],
                               anchor_depth=paths_cfg["anchor_depth"], max_expansions=paths_cfg["max_expansions"],
-                              seed=seed)
+                              seed=seed, heuristic=paths_cfg["heuristic"])
         self.searcher = PathSearcher(kg.adjacency, limits)
 
     def process(self, row: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {"q_entities": [], "a_entities": [], "paths": "[]", "path_texts": [],
-                               "path_status": "error", "path_error": None, "nodes_expanded": 0,
-                               "search_seconds": 0.0}
-        try:
-            self._process(row, out)
-        except Exception as err:  # a bad row is recorded, never a crashed job
-            out["path_status"], out["path_error"] = "error", f"{type(err).__name__}: {err}"
-        return out
+        return self.process_batch([row])[0]
 
-    def _process(self, row: dict[str, Any], out: dict[str, Any]) -> None:
-        from kale_ray.kg.verbalize import path_triples, verbalize_path
+    def process_batch(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Links every row, then searches all the batch's entity pairs in one `search_many` call (one
+        compiled call instead of one per pair: most of a search that finds nothing is the call itself),
+        then assembles each row. Should the batched search fail, the rows are searched one by one, so
+        the error lands on the row it belongs to."""
+        outs = [{"q_entities": [], "a_entities": [], "paths": "[]", "path_texts": [], "path_status": "error",
+                 "path_error": None, "nodes_expanded": 0, "search_seconds": 0.0} for _ in rows]
+        linked: list[tuple[int, list[tuple[int, int]]]] = []
+        for i, row in enumerate(rows):
+            with _row_errors(outs[i]):
+                pairs = self._link(row, outs[i])
+                if pairs is not None:
+                    linked.append((i, pairs))
+        flat = [pair for _, pairs in linked for pair in pairs]
+        batch = None
+        if flat:
+            try:
+                batch = self.searcher.search_many([s for s, _ in flat], [t for _, t in flat])
+            except Exception:  # noqa: BLE001 - searched again row by row below, which records the error
+                batch = None
+        k = 0
+        for i, pairs in linked:
+            with _row_errors(outs[i]):
+                results = (batch[k: k + len(pairs)] if batch is not None
+                           else [self.searcher.search(s, t) for s, t in pairs])
+                self._assemble(results, outs[i])
+            k += len(pairs)
+        return outs
 
+    def _link(self, row: dict[str, Any], out: dict[str, Any]) -> list[tuple[int, int]] | None:
+        """The row's (question entity, answer entity) pairs to search, or None with the status set."""
         kg = self.kg
         q_ids = self.linker.link_question(row["question"], row.get("topic"))
         answers = [a for a in (row.get("answers") or []) if a] or [row["gold_text"]]
@@ -83,14 +106,18 @@ class RowPathFinder:
         out["a_entities"] = [kg.keys[e] for e in a_ids]
         if not q_ids:
             out["path_status"] = "no_question_entity"
-            return
+            return None
         if not a_ids:
             out["path_status"] = "no_answer_entity"
-            return
-        pairs = [(s, t) for s in q_ids for t in a_ids if s != t][: self.cfg["max_pairs_per_row"]]
+            return None
+        return [(s, t) for s in q_ids for t in a_ids if s != t][: self.cfg["max_pairs_per_row"]]
+
+    def _assemble(self, results: list[Any], out: dict[str, Any]) -> None:  # results: list[SearchResult]
+        from kale_ray.kg.verbalize import path_triples, verbalize_path
+
+        kg = self.kg
         found: list[list[list[Any]]] = []
-        for source, target in pairs:
-            result = self.searcher.search(source, target)
+        for result in results:
             out["nodes_expanded"] += result.nodes_expanded
             out["search_seconds"] += result.seconds
             found.extend(path_triples(kg, result))
@@ -99,6 +126,15 @@ class RowPathFinder:
         out["paths"] = json.dumps(found)
         out["path_texts"] = [verbalize_path(kg, p) for p in found]
         out["path_status"] = "ok" if found else "no_path"
+
+
+@contextmanager
+def _row_errors(out: dict[str, Any]) -> Iterator[None]:
+    """A bad row is recorded (status "error" and the message), never a crashed job."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001
+        out["path_status"], out["path_error"] = "error", f"{type(err).__name__}: {err}"
 
 
 class PathsActor:
@@ -124,7 +160,7 @@ class PathsActor:
             if victim in batch.column("id").to_pylist():
                 self.fault_marker.unlink(missing_ok=True)
                 os.kill(os.getpid(), signal.SIGKILL)
-        return add_path_columns(batch, [self.finder.process(row) for row in batch.to_pylist()])
+        return add_path_columns(batch, self.finder.process_batch(batch.to_pylist()))
 
 
 def add_path_columns(batch: pa.Table, results: list[dict[str, Any]]) -> pa.Table:

@@ -1,25 +1,34 @@
-"""Multi-path A* with the anchor heuristic (METHOD.md, Stage 1, step 2) and the exhaustive BFS
+"""Multi-path A* with anchor / landmark heuristics (METHOD.md, Stage 1, step 2) and the exhaustive BFS
 reference with the same limits.
 
 Both search the undirected view of the KG (an edge may be walked against its direction) over CSR
 arrays (`store.Adjacency`), return node-distinct simple paths, at most `max_paths`, each at most
 `max_hops` edges, shortest first, and count the paths they expanded.
 
-A*: cost g = edges walked from the source, f = g + h with
-    h(e) = max_i [dist(a_i, e_target) - dist(a_i, e)]+      (0 for any term with an unreached node)
-over k anchors a_i sampled (seeded) from the m-hop neighbourhood of the target, each with a BFS of
-depth d. By the triangle inequality on the undirected view, h never exceeds the true distance, so
-the first goal popped is a shortest path and goals come out in order of length. The queue holds
-(f, g, node, path) entries, several per node (no closed set), paths never repeat a node, and the
-search stops after K paths or once the best f exceeds the hop limit. The A* loop is compiled with
-numba (`kernels.py`); the BFS reference stays plain Python, written apart from it on purpose.
+A*: cost g = edges walked from the source, f = g + h, with one of three admissible lower bounds h
+on the undirected hop distance to the target (`SearchLimits.heuristic`, proofs in `build_heuristic`):
+    anchor    METHOD.md exactly: h(e) = max_i [dist(a_i, e_target) - dist(a_i, e)]+ over k anchors a_i
+              sampled (seeded) from the m-hop neighbourhood of the target, each with a BFS of depth d,
+              0 for any term with an unreached node. At most m, so it prunes little (bench/README.md).
+    landmark  the full two-sided landmark (ALT) bound over the same anchors, using that a node a depth-d
+              BFS did not reach is at least d + 1 away.
+    target    the landmark bound with the target as its own landmark: exact within d hops of the
+              target, d + 1 beyond. One BFS per target; the default (fewest expansions, measured).
+Since h never exceeds the true distance, the first goal popped is a shortest path and goals come out
+in order of length. The queue holds (f, g, node, path) entries, several per node (no closed set),
+paths never repeat a node, and the search stops after K paths or once the best f exceeds the hop
+limit. The A* loop is compiled with numba (`kernels.py`); the BFS reference stays plain Python,
+written apart from it on purpose.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import overload
 
 import numpy as np
 
@@ -36,6 +45,7 @@ class SearchLimits:
     anchor_depth: int = 3       # d
     max_expansions: int = 200_000  # safety budget per pair; hitting it is reported as `truncated`
     seed: int = 0
+    heuristic: str = "target"   # anchor | landmark | target (see the module docstring)
 
 
 @dataclass
@@ -53,25 +63,134 @@ class SearchResult:
         return [len(s) for s in self.steps]
 
 
-class AnchorHeuristic:
-    """h for one target: k seeded anchors around it and their depth-limited BFS distances, folded
-    into one table h[node] (built once per target, compiled, cost proportional to what the BFS reach)."""
+HEURISTICS = ("anchor", "landmark", "target")
 
-    def __init__(self, adj: Adjacency, target: int, limits: SearchLimits) -> None:
-        self.anchors = sample_anchors(adj, target, limits.anchors, limits.anchor_hops,
-                                      np.random.default_rng([limits.seed, target]))
-        self.h = kernels.anchor_heuristic(adj.indptr, adj.nbr, self.anchors.astype(np.int64), int(target),
-                                          int(limits.anchor_depth))
+
+@dataclass(eq=False)
+class SearchBatch(Sequence[SearchResult]):
+    """The results of `PathSearcher.search_many` as flat arrays, one SearchResult built per item on
+    access (so a caller that needs counts only never builds lists). Pair j's paths are
+    pair_offsets[j] : pair_offsets[j + 1]; path i is nodes[offsets[i] + i : offsets[i + 1] + i + 1]
+    over CSR positions steps[offsets[i] : offsets[i + 1]]. `seconds` is per pair: the batched call's
+    time shared equally among its pairs (one call has no per-pair clock)."""
+
+    nodes: np.ndarray
+    steps: np.ndarray
+    offsets: np.ndarray
+    pair_offsets: np.ndarray
+    expanded: np.ndarray
+    truncated: np.ndarray
+    seconds: np.ndarray
+
+    @classmethod
+    def from_results(cls, results: list[SearchResult]) -> SearchBatch:
+        paths = [(s, n) for r in results for s, n in zip(r.steps, r.nodes, strict=True)]
+        lengths = [len(s) for s, _ in paths]
+        return cls(nodes=np.array([v for _, n in paths for v in n], np.int64),
+                   steps=np.array([v for s, _ in paths for v in s], np.int64),
+                   offsets=np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64),
+                   pair_offsets=np.concatenate([[0], np.cumsum([len(r.steps) for r in results])]).astype(np.int64),
+                   expanded=np.array([r.nodes_expanded for r in results], np.int64),
+                   truncated=np.array([r.truncated for r in results], np.bool_),
+                   seconds=np.array([r.seconds for r in results], np.float64))
+
+    def __len__(self) -> int:
+        return len(self.expanded)
+
+    @overload
+    def __getitem__(self, j: int) -> SearchResult: ...
+
+    @overload
+    def __getitem__(self, j: slice) -> list[SearchResult]: ...
+
+    def __getitem__(self, j: int | slice) -> SearchResult | list[SearchResult]:
+        if isinstance(j, slice):
+            return [self[i] for i in range(*j.indices(len(self)))]
+        if not -len(self) <= j < len(self):
+            raise IndexError(f"pair {j} out of range ({len(self)} pairs)")
+        j = j % len(self)
+        first, last = int(self.pair_offsets[j]), int(self.pair_offsets[j + 1])
+        offsets = self.offsets[first: last + 1].tolist()
+        result = SearchResult(nodes_expanded=int(self.expanded[j]), truncated=bool(self.truncated[j]),
+                              seconds=float(self.seconds[j]))
+        for i, (lo, hi) in enumerate(pairwise(offsets), start=first):
+            result.steps.append(self.steps[lo:hi].tolist())
+            result.nodes.append(self.nodes[lo + i: hi + i + 1].tolist())
+        return result
+
+
+class Scratch:
+    """BFS buffers sized to the graph, reused across searches: every kernel leaves `dist` all -1 again
+    (resetting only what it wrote), so a query costs what its BFS reaches, not fresh O(nodes) arrays."""
+
+    def __init__(self, num_nodes: int) -> None:
+        self.dist = np.full(num_nodes, -1, np.int16)
+        self.queue = np.empty(num_nodes, np.int64)
+        self.other_dist = np.full(num_nodes, -1, np.int16)  # the second side of `kernels.within_hops`
+        self.other_queue = np.empty(num_nodes, np.int64)
+
+
+class Heuristic:
+    """h for one target as a table: h[node], where an entry < 0 stands for `beyond` (so a BFS distance
+    table serves as it is). `anchors` are the sampled anchors (none for the `target` heuristic)."""
+
+    def __init__(self, adj: Adjacency, target: int, limits: SearchLimits, scratch: Scratch | None = None) -> None:
+        self.anchors, self.table, self.beyond = build_heuristic(adj, target, limits,
+                                                                scratch or Scratch(adj.num_nodes))
 
     def __call__(self, nodes: np.ndarray) -> np.ndarray:
-        return self.h[nodes]
+        values = self.table[nodes]
+        return np.where(values < 0, self.beyond, values)
 
 
-def sample_anchors(adj: Adjacency, target: int, k: int, m: int, rng: np.random.Generator) -> np.ndarray:
+def target_depth(limits: SearchLimits) -> int:
+    """BFS depth of the `target` heuristic: d, but never more than max_hops - 1. A* pushes a node v at
+    depth g >= 1 only if g + h(v) <= max_hops, which needs h(v) <= max_hops - 1; with D = max_hops - 1,
+    min(dist, D + 1) <= max_hops - g exactly when dist <= max_hops - g, so every push decision, every f
+    of a pushed entry and hence the search are those of the deeper table (at most one extra expansion:
+    a source more than max_hops away). A 1-hop search then needs no BFS beyond the target itself."""
+    return max(0, min(int(limits.anchor_depth), int(limits.max_hops) - 1))
+
+
+def build_heuristic(adj: Adjacency, target: int, limits: SearchLimits,
+                    scratch: Scratch) -> tuple[np.ndarray, np.ndarray, int]:
+    """(anchors, h table, beyond) for `limits.heuristic`. Why each h is admissible (h(e) <= dist(e, t),
+    the hop distance on the undirected view, a metric; infinite across components):
+
+    BFS from anchor a to depth d gives D(x) = dist(a, x) when dist(a, x) <= d, and "unreached" otherwise,
+    which means dist(a, x) >= d + 1 (or infinite). The triangle inequality gives, for every e and t,
+    dist(e, t) >= dist(a, t) - dist(a, e) and dist(e, t) >= dist(a, e) - dist(a, t). Hence:
+      - both reached: dist(e, t) >= |D(t) - D(e)|;
+      - t reached, e not: dist(e, t) >= dist(a, e) - D(t) >= d + 1 - D(t);
+      - e reached, t not: dist(e, t) >= dist(a, t) - D(e) >= d + 1 - D(e);
+      - neither: dist(e, t) >= 0.
+    `landmark` takes the max of these over the anchors, a max of lower bounds; `anchor` (METHOD.md)
+    keeps only the first case's one-sided term [D(t) - D(e)]+, so it is no larger than `landmark`.
+    `target` is the landmark term for a = t: D(t) = 0, so h(e) = D(e) = dist(e, t) when e is within d
+    hops (exact) and d + 1 otherwise. No other anchor can raise it: within d hops it is already the
+    true distance, and beyond, each case above is at most d + 1 since every D lies in [0, d]; so the
+    sampled anchors would be k BFS runs for nothing, and `target` runs only the one from t.
+    """
+    t = int(target)
+    if limits.heuristic == "target":
+        depth = target_depth(limits)
+        return np.zeros(0, np.int64), kernels.bounded_bfs(adj.indptr, adj.nbr, t, depth), depth + 1
+    if limits.heuristic not in HEURISTICS:
+        raise ValueError(f"unknown heuristic {limits.heuristic!r}; expected one of {', '.join(HEURISTICS)}")
+    anchors = sample_anchors(adj, t, limits.anchors, limits.anchor_hops,
+                             np.random.default_rng([limits.seed, t]), scratch).astype(np.int64)
+    kernel = kernels.anchor_heuristic if limits.heuristic == "anchor" else kernels.landmark_heuristic
+    return anchors, kernel(adj.indptr, adj.nbr, anchors, t, int(limits.anchor_depth), scratch.dist,
+                           scratch.queue), 0
+
+
+def sample_anchors(adj: Adjacency, target: int, k: int, m: int, rng: np.random.Generator,
+                   scratch: Scratch | None = None) -> np.ndarray:
     """k distinct nodes drawn uniformly from those 1..m hops from the target (fewer if there are fewer)."""
     if k <= 0:
         return np.zeros(0, dtype=np.int64)
-    candidates = kernels.neighbourhood(adj.indptr, adj.nbr, int(target), int(m))
+    scratch = scratch or Scratch(adj.num_nodes)
+    candidates = kernels.neighbourhood(adj.indptr, adj.nbr, int(target), int(m), scratch.dist, scratch.queue)
     if len(candidates) <= k:
         return candidates
     return np.sort(rng.choice(candidates, size=k, replace=False))
@@ -86,13 +205,14 @@ def _trivial(source: int, target: int, adj: Adjacency, start: float) -> SearchRe
 
 
 def astar_paths(adj: Adjacency, source: int, target: int, limits: SearchLimits,
-                heuristic: AnchorHeuristic | None = None) -> SearchResult:
-    """Up to K shortest simple paths source -> target within the hop limit, by multi-path A*."""
+                heuristic: Heuristic | None = None) -> SearchResult:
+    """Up to K shortest simple paths source -> target within the hop limit, by multi-path A*. For many
+    queries use `PathSearcher` (reused buffers, heuristic cached per target)."""
     start = time.perf_counter()
     if (trivial := _trivial(source, target, adj, start)) is not None:
         return trivial
-    h = heuristic if heuristic is not None else AnchorHeuristic(adj, target, limits)
-    return _search(adj, source, target, limits, h, start)
+    h = heuristic if heuristic is not None else Heuristic(adj, target, limits)
+    return _search(adj, source, target, limits, h.table, h.beyond, start)
 
 
 def bfs_paths(adj: Adjacency, source: int, target: int, limits: SearchLimits) -> SearchResult:
@@ -128,36 +248,42 @@ def bfs_paths(adj: Adjacency, source: int, target: int, limits: SearchLimits) ->
     return result
 
 
-def _search(adj: Adjacency, source: int, target: int, limits: SearchLimits, h: AnchorHeuristic,
+def _search(adj: Adjacency, source: int, target: int, limits: SearchLimits, table: np.ndarray, beyond: int,
             start: float) -> SearchResult:
-    """The A* loop itself runs compiled (`kernels.astar`); here its path tree is unrolled into paths."""
-    found, node, parent, pos, expanded, truncated = kernels.astar(
-        adj.indptr, adj.nbr, h.h, source, target, limits.max_paths, limits.max_hops, limits.max_expansions)
+    """The A* loop itself runs compiled (`kernels.astar`)."""
+    found = kernels.astar(adj.indptr, adj.nbr, table, beyond, source, target, limits.max_paths, limits.max_hops,
+                          limits.max_expansions)
+    return _result(found, start)
+
+
+def _result(found: tuple, start: float) -> SearchResult:  # (nodes, steps, offsets, expanded, truncated)
+    nodes, steps, offsets, expanded, truncated = found
+    nodes, steps, offsets = nodes.tolist(), steps.tolist(), offsets.tolist()
     result = SearchResult(nodes_expanded=int(expanded), truncated=bool(truncated))
-    for entry in found.tolist():
-        nodes, steps = [], []
-        while entry >= 0:
-            nodes.append(int(node[entry]))
-            if parent[entry] >= 0:
-                steps.append(int(pos[entry]))
-            entry = int(parent[entry])
-        result.nodes.append(nodes[::-1])
-        result.steps.append(steps[::-1])
+    for i in range(len(offsets) - 1):
+        lo, hi = offsets[i], offsets[i + 1]
+        result.steps.append(steps[lo:hi])
+        result.nodes.append(nodes[lo + i: hi + i + 1])
     result.seconds = time.perf_counter() - start
     return result
 
 
 class PathSearcher:
-    """A* over one KG with the anchor heuristic cached per target (rows often share an answer)."""
+    """A* over one KG with BFS buffers allocated once. The `target` heuristic is the BFS distance table
+    from the target, written into the reused buffer and undone after the search: O(what the BFS
+    reaches) per query, never O(nodes); `search_many` runs a batch of pairs in one compiled call. The
+    anchor-based tables (k BFS each, dense) are cached per target (rows often share an answer;
+    `cache_size=0` rebuilds them for every query)."""
 
     def __init__(self, adj: Adjacency, limits: SearchLimits, cache_size: int = 64) -> None:
         self.adj, self.limits, self.cache_size = adj, limits, cache_size
-        self._cache: OrderedDict[int, AnchorHeuristic] = OrderedDict()
+        self.scratch = Scratch(adj.num_nodes)
+        self._cache: OrderedDict[int, Heuristic] = OrderedDict()
 
-    def heuristic(self, target: int) -> AnchorHeuristic:
+    def heuristic(self, target: int) -> Heuristic:
         h = self._cache.get(target)
         if h is None:
-            h = AnchorHeuristic(self.adj, target, self.limits)
+            h = Heuristic(self.adj, target, self.limits, self.scratch)
             self._cache[target] = h
             if len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
@@ -170,6 +296,41 @@ class PathSearcher:
         if max_hops is not None and max_hops != limits.max_hops:
             limits = SearchLimits(**{**limits.__dict__, "max_hops": max_hops})
         start = time.perf_counter()
-        if (trivial := _trivial(source, target, self.adj, start)) is not None:
+        adj, scratch = self.adj, self.scratch
+        if (trivial := _trivial(source, target, adj, start)) is not None:
             return trivial
-        return _search(self.adj, source, target, limits, self.heuristic(target), start)
+        if limits.heuristic != "target":
+            h = self.heuristic(target)
+            return _search(adj, source, target, limits, h.table, h.beyond, start)
+        found = kernels.target_astar(adj.indptr, adj.nbr, scratch.dist, scratch.queue, scratch.other_dist,
+                                     scratch.other_queue, int(limits.anchor_depth), source, target, limits.max_paths,
+                                     limits.max_hops, limits.max_expansions)
+        return _result(found, start)
+
+    def search_many(self, sources: np.ndarray | list[int], targets: np.ndarray | list[int],
+                    max_hops: np.ndarray | list[int] | None = None) -> SearchBatch:
+        """`search` for every (sources[j], targets[j]) pair, optionally with its own hop limit: with the
+        `target` heuristic ONE compiled call loops over the pairs (the fixed cost of a call, which is
+        most of a search that finds nothing, is paid once per batch); the same paths and counts as a
+        `search` per pair. Other heuristics search pair by pair."""
+        start = time.perf_counter()
+        src = np.asarray(sources, dtype=np.int64).reshape(-1)
+        dst = np.asarray(targets, dtype=np.int64).reshape(-1)
+        hops = (np.full(len(src), self.limits.max_hops, np.int64) if max_hops is None
+                else np.asarray(max_hops, dtype=np.int64).reshape(-1))
+        if not len(src) == len(dst) == len(hops):
+            raise ValueError(f"search_many: {len(src)} sources, {len(dst)} targets, {len(hops)} hop limits")
+        n = self.adj.num_nodes
+        if (j := kernels.first_out_of_range(src, dst, n)) >= 0:
+            raise IndexError(f"node id out of range in pair {j}: {int(src[j])} or {int(dst[j])} "
+                             f"(graph has {n} nodes)")
+        if self.limits.heuristic != "target":
+            return SearchBatch.from_results([self.search(int(s), int(t), int(h))
+                                             for s, t, h in zip(src, dst, hops, strict=True)])
+        lim, adj = self.limits, self.adj
+        scratch = self.scratch
+        found = kernels.target_astar_many(adj.indptr, adj.nbr, scratch.dist, scratch.queue, scratch.other_dist,
+                                          scratch.other_queue, int(lim.anchor_depth), src, dst, hops,
+                                          int(lim.max_paths), int(lim.max_expansions))
+        seconds = np.full(len(src), (time.perf_counter() - start) / max(len(src), 1))
+        return SearchBatch(*found, seconds=seconds)

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 class SynthConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
+    select: Literal["all", "probe"] = Field(
+        "all", description="Rows synthesised: all, or only those the knowledge probe marks unknown or uncertain.")
     backend: Literal["template", "hf", "openai", "vllm"] = Field(
         "template", description="Rationale writer: deterministic template, transformers, an OpenAI-compatible endpoint, or vLLM actors.")
     model: str | None = Field(None, description="Writer model (default: model.name_or_path).")

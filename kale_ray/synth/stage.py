@@ -199,8 +199,11 @@ def _counts(final: pa.Table, source: pa.Table, max_paths: int) -> tuple[dict[str
     return counts, extra
 
 
-def run_synth_stage(cfg: Any, paths_dir: Path, out: Path) -> Path:
-    """Write one rationale row per paths row (contracts.md); skip when complete for the same config."""
+def run_synth_stage(cfg: Any, paths_dir: Path, out: Path, select: dict[str, Any] | None = None) -> Path:
+    """Write one rationale row per paths row (contracts.md); skip when complete for the same config.
+
+    `select` says how the paths stage's rows were chosen (kale_ray.probe.uses.select_rows); the manifest
+    records it with the work done (pairs searched, rationale tokens) under `extra.select`."""
     paths_dir, out = Path(paths_dir), Path(out)
     config_hash = stage_hash(cfg, paths_dir)
     manifest = Manifest.read(out)
@@ -228,6 +231,12 @@ def run_synth_stage(cfg: Any, paths_dir: Path, out: Path) -> Path:
         raise RuntimeError(f"synth: {out} does not hold exactly one row per input id; delete it and re-run")
     counts, extra = _counts(final, source, cfg.synth.max_paths_in_prompt)
     counts.update(generated=todo.num_rows, reused=len(done), duplicate_input_ids=duplicates)
+    from kale_ray.probe.uses import work_record
+
+    select = select or {"mode": cfg.synth.select, "rows_total": source.num_rows, "rows_selected": source.num_rows,
+                        "rows_skipped": 0}
+    extra["select"] = work_record(select, source, counts["tokens"], cfg.paths.max_pairs_per_row)
+    counts["rows_skipped_by_select"] = select["rows_skipped"]
     Manifest(stage="synth", config_hash=config_hash,
              config={"synth": cfg.synth.model_dump(mode="json"), "paths.no_path": cfg.paths.no_path,
                      "seed": writer_seed(cfg)},
@@ -250,8 +259,10 @@ def run_synth_from_benchmark(cfg: Any, paths_dir: Path | None = None, out: Path 
         from kale_ray.data.stage import read_split, run_data_stage
         from kale_ray.kg.extract import run_paths_stage
         from kale_ray.kg.stage import run_kg_stage
+        from kale_ray.probe.uses import select_rows
 
-        rows = read_split(run_data_stage(cfg), "train")
+        rows, select = select_rows(cfg, read_split(run_data_stage(cfg), "train"))
         kg_dir = run_kg_stage(cfg)
         paths_dir = run_paths_stage(cfg, rows, kg_dir, cfg.stage_dir("paths"))
+        return run_synth_stage(cfg, Path(paths_dir), Path(out) if out else cfg.stage_dir("synth"), select)
     return run_synth_stage(cfg, Path(paths_dir), Path(out) if out else cfg.stage_dir("synth"))

@@ -140,24 +140,83 @@ def left_pad(sequences: list[list[int]], pad_id: int) -> dict[str, Any]:
     return {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
 
 
-def collate(batch: dict[str, Any], pad_id: int, with_target: bool) -> dict[str, Any]:
+def shared_prefix_len(student: list[int], target: list[int], answer_len: int) -> int:
+    """How many leading token ids the two views have in common, leaving the target at least the
+    answer and the token before it (whose logits predict the answer's first token).
+
+    Counted on the ids themselves, so sharing is exact whatever the tokenizer did at the boundary; a
+    row whose prompt was cut from the left in one view only gets 0 (no sharing, full target pass).
+    """
+    limit = min(len(student), len(target) - answer_len - 1)
+    n = 0
+    while n < limit and student[n] == target[n]:
+        n += 1
+    return n
+
+
+def shared_target_view(students: list[list[int]], targets: list[list[int]], answer_len: list[int],
+                       pad_id: int) -> dict[str, Any] | None:
+    """The target view as a continuation of the student view's key/value cache, packed into one row.
+
+    Under causal attention the keys/values of the common prefix are the same in both views (same
+    weights, tokens and positions), so the no-grad target pass needs only each row's suffix
+    (rationale + answer). The suffixes are packed end to end in a single row (no padding: their
+    lengths vary a lot once the prefix is gone), and so are the rows' prefix cache columns (row i's
+    prefix sits at columns [W - len_i, W - len_i + P_i) of the left-padded student batch of width W).
+    A 4D mask lets each suffix token see its own row's prefix and, causally, its own row's suffix;
+    positions continue at P_i. `keep` indexes the packed positions whose logits predict each row's
+    answer, laid out like `answer_logits` ([B, span], right-aligned). None when no row shares anything.
+    """
+    import torch
+
+    prefix = [shared_prefix_len(s, t, n) for s, t, n in zip(students, targets, answer_len, strict=True)]
+    if not any(prefix):
+        return None
+    width, span = max(len(s) for s in students), max(answer_len)
+    suffixes = [t[p:] for t, p in zip(targets, prefix, strict=True)]
+    n_prefix, n_suffix = sum(prefix), sum(len(x) for x in suffixes)
+    mask = torch.zeros((n_suffix, n_prefix + n_suffix), dtype=torch.bool)
+    rows, cols, positions, keep, ids = [], [], [], [], []
+    p_at, s_at = 0, 0
+    for i, (student, p, suffix) in enumerate(zip(students, prefix, suffixes, strict=True)):
+        start, t = width - len(student), len(suffix)
+        rows += [i] * p
+        cols += range(start, start + p)
+        ids += suffix
+        positions += range(p, p + t)
+        mask[s_at:s_at + t, p_at:p_at + p] = True
+        mask[s_at:s_at + t, n_prefix + s_at:n_prefix + s_at + t] = torch.ones((t, t), dtype=torch.bool).tril()
+        keep += [s_at + max(t - 1 - span + j, 0) for j in range(span)]
+        p_at, s_at = p_at + p, s_at + t
+    as_long = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
+    return {"input_ids": as_long(ids)[None], "position_ids": as_long(positions)[None],
+            "attention_mask": mask[None, None], "cache_rows": as_long(rows), "cache_cols": as_long(cols),
+            "keep": as_long(keep), "prefix_len": as_long(prefix), "suffix_tokens": n_suffix}
+
+
+def collate(batch: dict[str, Any], pad_id: int, with_target: bool, share_prefix: bool = False) -> dict[str, Any]:
     """A batch of TOKEN_SCHEMA rows -> padded views plus `labels`/`answer_mask` of shape [B, A].
 
-    labels[:, j] is predicted by logits[:, -A-1+j] of either view (see `answer_logits`).
+    labels[:, j] is predicted by logits[:, -A-1+j] of either view (see `answer_logits`). With
+    `share_prefix`, `shared` holds the target view as a continuation of the student's cache
+    (`shared_target_view`; None when no row shares a prefix).
     """
     import torch
 
     answer_len = [int(n) for n in batch["answer_len"]]
     span = max(answer_len)
-    student = left_pad([list(map(int, s)) for s in batch["student_ids"]], pad_id)
+    students = [list(map(int, s)) for s in batch["student_ids"]]
+    student = left_pad(students, pad_id)
     labels = student["input_ids"][:, -span:].clone()
     mask = torch.zeros_like(labels, dtype=torch.bool)
     for i, n in enumerate(answer_len):
         mask[i, span - n:] = True
     result = {"student": student, "labels": labels, "answer_mask": mask, "span": span}
     if with_target:
-        target = left_pad([list(map(int, s)) for s in batch["target_ids"]], pad_id)
-        result["target"] = target
+        targets = [list(map(int, s)) for s in batch["target_ids"]]
+        result["target"] = left_pad(targets, pad_id)
+        if share_prefix:
+            result["shared"] = shared_target_view(students, targets, answer_len, pad_id)
     return result
 
 

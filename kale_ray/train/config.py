@@ -22,6 +22,9 @@ class TrainConfig(BaseModel):
     jsd_beta: float = Field(0.5, gt=0, lt=1, description="Mixture weight of the JSD.")
     target: Literal["live", "frozen"] = Field(
         "live", description="q from the trained model under no-grad (live) or from a frozen copy of the initial model.")
+    share_prefix: bool = Field(
+        True, description="ka with a live target: run the with-rationale view only over rationale + answer, on the "
+                          "plain view's cached keys/values of their common prefix (exact; false: full second pass).")
     temperature: float = Field(1.0, gt=0, description="Softmax temperature of both views in the KL.")
     ce_weight: float = Field(0.0, ge=0, description="Weight of plain CE on the answer without rationale.")
     lora: bool = Field(True, description="LoRA adapters (true) or full fine-tuning.")

@@ -79,6 +79,27 @@ class StepLogger:
         self.tb.close()
 
 
+def prefix_cache(past: Any, rows: Any, cols: Any) -> Any:
+    """The cache entries (batch row, column) of every layer, packed into one row and detached: the
+    target pass must send no gradient back into the student's keys/values."""
+    from transformers import DynamicCache
+
+    def pack(states: Any) -> Any:  # [B, H, L, D] -> [1, H, len(rows), D]
+        return states[rows, :, cols].detach().transpose(0, 1).unsqueeze(0)
+
+    return DynamicCache(ddp_cache_data=[(pack(layer.keys), pack(layer.values)) for layer in past.layers])
+
+
+def shared_target_logits(model: Any, past: Any, shared: dict[str, Any], span: int, device: Any) -> Any:
+    """Answer-position logits [B, span, V] of the target view, run over the packed suffixes on the
+    student's prefix cache (see `collate.shared_target_view`); call under no-grad."""
+    out = model(input_ids=shared["input_ids"].to(device), attention_mask=shared["attention_mask"].to(device),
+                position_ids=shared["position_ids"].to(device),
+                past_key_values=prefix_cache(past, shared["cache_rows"].to(device), shared["cache_cols"].to(device)),
+                use_cache=False, logits_to_keep=shared["keep"].to(device))
+    return out.logits.view(len(shared["prefix_len"]), span, -1)
+
+
 def train_step(window: list[dict[str, Any]], *, method: str, tc: TrainConfig, runner: Any, frozen: Any,
                pad_id: int, device: Any) -> dict[str, Any]:
     """One optimizer step over `grad_accum` micro-batches, the loss divided by the GLOBAL answer-token
@@ -90,7 +111,8 @@ def train_step(window: list[dict[str, Any]], *, method: str, tc: TrainConfig, ru
 
     started = time.monotonic()
     on = device if device.type == "cuda" else None  # gloo reduces CPU tensors
-    batches = [collate(b, pad_id, with_target=method == "ka") for b in window]
+    share = method == "ka" and tc.share_prefix and frozen is None  # a frozen target has other weights
+    batches = [collate(b, pad_id, with_target=method == "ka", share_prefix=share) for b in window]
     answer_tokens = global_sum(sum(int(b["answer_mask"].sum()) for b in batches), on)
     lr = runner.lr()
     sums = torch.zeros(3, dtype=torch.float64)
@@ -99,7 +121,8 @@ def train_step(window: list[dict[str, Any]], *, method: str, tc: TrainConfig, ru
         span = batch["span"]
         labels, mask = batch["labels"].to(device), batch["answer_mask"].to(device)
         target_logits = None
-        if method == "ka":
+        shared = batch.get("shared")
+        if method == "ka" and shared is None:
             seen += int(batch["target"]["attention_mask"].sum())
             with torch.no_grad(), runner.autocast():
                 teacher = frozen if frozen is not None else runner.module
@@ -107,7 +130,12 @@ def train_step(window: list[dict[str, Any]], *, method: str, tc: TrainConfig, ru
                 target_logits = answer_logits(out.logits, span)
         seen += int(batch["student"]["attention_mask"].sum())
         with runner.autocast():
-            out = runner.forward(**_to(batch["student"], device), logits_to_keep=span + 1)
+            out = runner.forward(**_to(batch["student"], device), logits_to_keep=span + 1,
+                                 use_cache=shared is not None)
+        if shared is not None:
+            seen += shared["suffix_tokens"]  # the tokens the target pass ran, not its whole view
+            with torch.no_grad(), runner.autocast():
+                target_logits = shared_target_logits(runner.module, out.past_key_values, shared, span, device)
         part = method_sums(method, answer_logits(out.logits, span), labels, mask, target_logits,
                            direction=tc.direction, temperature=tc.temperature, beta=tc.jsd_beta,
                            ce_weight=tc.ce_weight)

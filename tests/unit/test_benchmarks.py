@@ -106,3 +106,13 @@ def test_benchmark_mix_splits_and_limits_each_benchmark_alone(data_root):
     assert [r["id"] for r in arc] == alone.test.column("id").to_pylist()
     assert mix.report.rows == alone.report.rows + load_benchmark("absr", data_root).num_rows
     assert not set(mix.train.column("id").to_pylist()) & set(mix.test.column("id").to_pylist())
+
+
+def test_metaqa_questions_naming_different_entities_are_distinct_rows(data_root):
+    """Two films called "Eden" (and two called "Hope Springs") share a question text, not an answer set;
+    only the exact repeat of a line is a duplicate."""
+    report = LoadReport()
+    rows = load_benchmark("metaqa-1hop", data_root, report=report).to_pylist()
+    eden = [r["answers"] for r in rows if r["question"] == "who acted in the movie [Eden]"]
+    assert sorted(eden) == [["Beau Bridges", "Matt O'Leary", "Jamie Chung"], ["Félix de Givry"]]
+    assert report.reasons == {"duplicate of an earlier row": 1}

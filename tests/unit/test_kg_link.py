@@ -82,9 +82,11 @@ def test_row_finder_statuses_and_errors_are_recorded_per_row() -> None:
     rows = [row("What colour is snow?", "white", "1"), row("Unlinkable words only?", "white", "2"),
             row("What colour is snow?", "zzz", "3"), row("Where is the café?", "white", "4"),
             {**row("x", "white", "5"), "question": None}]
-    results = [finder.process(r) for r in rows]
+    results = finder.process_batch(rows)  # one search_many call for the whole batch
     assert [r["path_status"] for r in results] == ["ok", "no_question_entity", "no_answer_entity",
                                                    "no_path", "error"]
+    assert results == [{**finder.process(r), "search_seconds": out["search_seconds"]}
+                       for r, out in zip(rows, results, strict=True)]  # = row by row, timings aside
     assert results[0]["q_entities"] == ["snow"] and results[0]["a_entities"] == ["white"]
     assert json.loads(results[0]["paths"]) == [[["snow", "has_colour", "white", False]]]
     assert results[0]["path_texts"] == ["snow has colour white."]
@@ -93,3 +95,30 @@ def test_row_finder_statuses_and_errors_are_recorded_per_row() -> None:
     table = add_path_columns(pa.Table.from_pylist([{**r, "question": r["question"] or ""} for r in rows],
                                                   schema=SCHEMA), results)
     assert table.schema.names[: len(SCHEMA)] == SCHEMA.names and table.num_rows == 5
+
+
+def test_row_finder_searches_row_by_row_when_the_batched_search_fails() -> None:
+    """Fault injection: should search_many raise, every row is still searched (one by one) and only the
+    row whose search fails records the error."""
+    cfg = load_config(None, ["kg.min_hub_degree=50", "kg.max_entity_degree_share=0.5"])
+    finder = RowPathFinder(small_kg(), cfg.kg.model_dump(), cfg.paths.model_dump(), seed=0)
+    rows = [{"id": str(i), "question": q, "gold_text": "white", "answers": ["white"], "topic": None}
+            for i, q in enumerate(["What colour is snow?", "Where is the café?"])]
+    expected = finder.process_batch(rows)
+    search = finder.searcher.search
+
+    def broken_batch(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("batched search failed")
+
+    def search_failing_on_cafe(source: int, target: int, max_hops: int | None = None):  # noqa: ANN202
+        if finder.kg.keys[source] == "cafe":
+            raise RuntimeError("bad pair")
+        return search(source, target, max_hops)
+
+    finder.searcher.search_many = broken_batch
+    again = finder.process_batch(rows)
+    assert [r["paths"] for r in again] == [r["paths"] for r in expected]
+    finder.searcher.search = search_failing_on_cafe
+    failed = finder.process_batch(rows)
+    assert [r["path_status"] for r in failed] == ["ok", "error"]
+    assert failed[1]["path_error"] == "RuntimeError: bad pair" and failed[0]["paths"] == expected[0]["paths"]
