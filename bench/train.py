@@ -70,20 +70,22 @@ def main() -> None:
         runner = DDPRunner(build_model(path, tc), tc, total, 1, device)
         runs[name] = (tc, runner, batches)
     times: dict[str, list[float]] = {name: [] for name in runs}
+    cpu: dict[str, list[float]] = {name: [] for name in runs}  # CPU seconds: what load on a shared machine barely moves
     tokens_s: dict[str, list[float]] = {name: [] for name in runs}
     for step in range(args.steps + 1):
         for name, (tc, runner, batches) in runs.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             rec = train_step([batches[step % 4]], method=tc.method, tc=tc, runner=runner, frozen=None,
                              pad_id=tokenizer.pad_token_id, device=device)
             if step:  # the first step of each warms up
                 times[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
                 tokens_s[name].append(rec["tokens_per_s"])
-    result = {m: {"s_per_step": statistics.median(times[m]), "tokens_per_s": statistics.median(tokens_s[m])}
-              for m in times}
-    result["ratio_ka_over_sft"] = result["ka"]["s_per_step"] / result["sft"]["s_per_step"]
-    if "ka_unshared" in result:
-        result["ratio_ka_unshared_over_sft"] = result["ka_unshared"]["s_per_step"] / result["sft"]["s_per_step"]
+    result = {m: {"s_per_step": statistics.median(times[m]), "cpu_s_per_step": statistics.median(cpu[m]),
+                  "tokens_per_s": statistics.median(tokens_s[m])} for m in times}
+    for name in [n for n in ("ka", "ka_unshared") if n in result]:
+        for key, label in (("s_per_step", "ratio"), ("cpu_s_per_step", "cpu_ratio")):
+            result[f"{label}_{name}_over_sft"] = result[name][key] / result["sft"][key]
     result["mean_tokens"] = {"plain_view": lengths["student_ids"], "rationale_view": lengths["target_ids"]}
     result["setup"] = {"steps": args.steps, "batch": args.batch, "max_length": args.max_length,
                        "device": args.device, "precision": args.precision,

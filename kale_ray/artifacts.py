@@ -137,6 +137,42 @@ def existing_parts(directory: Path, prefix: str = "part") -> dict[int, Path]:
     return {int(p.stem.split("-")[-1]): p for p in sorted(directory.glob(f"{prefix}-*.parquet"))}
 
 
+@dataclass
+class Pending:
+    """What a resumable part-file stage still has to do: `todo` rows, written from part `next_part` on."""
+
+    todo: pa.Table
+    done: int
+    next_part: int
+
+
+def pending_rows(out: Path, stage: str, config_hash: str, rows: pa.Table) -> Pending | None:
+    """None when `out` is complete for `config_hash`; else the rows whose ids no part file holds yet.
+    A directory left by another config is cleared first, and the manifest marks the stage incomplete
+    until it finishes, so a crash at any point resumes without duplicates or losses."""
+    import shutil
+
+    import pyarrow.compute as pc
+
+    out = Path(out)
+    if is_complete(out, config_hash):
+        print(f"{stage}: {out} is complete for this config, skipping", flush=True)
+        return None
+    previous = Manifest.read(out)
+    if previous is not None and previous.config_hash != config_hash:
+        print(f"{stage}: {out} holds parts of another config; starting over", flush=True)
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    Manifest(stage=stage, config_hash=config_hash, complete=False).write(out, hash_files=[])
+    parts = existing_parts(out)
+    done: set[str] = set()
+    for p in parts.values():
+        done.update(pq.read_table(p, columns=["id"]).column("id").to_pylist())
+    todo = rows.filter(pc.invert(pc.is_in(rows.column("id"), pa.array(sorted(done), pa.string()))))
+    print(f"{stage}: {rows.num_rows} rows, {len(done)} already done, {todo.num_rows} to run", flush=True)
+    return Pending(todo, len(done), max(parts, default=-1) + 1)
+
+
 def read_parts(directory: Path, prefix: str = "part") -> pa.Table:
     parts = existing_parts(directory, prefix)
     if not parts:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
 import time
 from collections import Counter
@@ -27,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from kale_ray.artifacts import Manifest, atomic_write_parquet, existing_parts, is_complete, part_path
+from kale_ray.artifacts import Manifest, atomic_write_parquet, existing_parts, part_path, pending_rows
 from kale_ray.progress import Progress
 
 EXTRA_FIELDS = [
@@ -192,24 +191,12 @@ def run_paths_stage(cfg, rows: pa.Table, kg_dir: Path, out: Path, *,  # noqa: AN
     unique = _unique_ids(rows)
     duplicates = rows.num_rows - unique.num_rows
     config_hash = stage_hash(cfg, unique, kg_dir)
-    if is_complete(out, config_hash):
-        print(f"paths: {out} is complete for this config, skipping", flush=True)
+    pending = pending_rows(out, "paths", config_hash, unique)
+    if pending is None:
         return out
-    previous = Manifest.read(out)
-    if previous is not None and previous.config_hash != config_hash:
-        print(f"paths: {out} holds parts of another config; starting over", flush=True)
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    Manifest(stage="paths", config_hash=config_hash, complete=False).write(out, hash_files=[])
-    parts = existing_parts(out)
-    done = set()
-    for p in parts.values():
-        done.update(pq.read_table(p, columns=["id"]).column("id").to_pylist())
-    todo = unique.filter(pc.invert(pc.is_in(unique.column("id"), pa.array(sorted(done), pa.string()))))
-    print(f"paths: {unique.num_rows} rows, {len(done)} already done, {todo.num_rows} to search", flush=True)
     t0 = time.monotonic()
-    if todo.num_rows:
-        _run_actors(cfg, todo, kg_dir, out, max(parts, default=-1) + 1, fault_marker)
+    if pending.todo.num_rows:
+        _run_actors(cfg, pending.todo, kg_dir, out, pending.next_part, fault_marker)
     return _finish(cfg, out, config_hash, unique.num_rows, duplicates, kg_dir, time.monotonic() - t0)
 
 

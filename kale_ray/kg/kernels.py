@@ -250,6 +250,19 @@ def _search(indptr: np.ndarray, nbr: np.ndarray, h: np.ndarray, beyond: int, sou
 
 
 @njit(cache=True)
+def _write_path(e: int, k: int, shift: int, node: np.ndarray, parent: np.ndarray, pos: np.ndarray,
+            nodes: np.ndarray, steps: np.ndarray) -> None:
+    """Write the path ending at entry e backwards: steps[..k], nodes[..k + shift + 1] (a path's nodes
+    sit `shift` places after its steps, one more node than steps per earlier path)."""
+    nodes[k + shift + 1] = node[e]
+    while parent[e] >= 0:
+        steps[k] = pos[e]
+        e = parent[e]
+        nodes[k + shift] = node[e]
+        k -= 1
+
+
+@njit(cache=True)
 def _unroll(found: np.ndarray, node: np.ndarray, parent: np.ndarray, pos: np.ndarray, g: np.ndarray):  # noqa: ANN202
     """The goal entries' paths out of the entry tree, in walking order, as flat arrays."""
     offsets = np.zeros(len(found) + 1, np.int64)
@@ -258,14 +271,7 @@ def _unroll(found: np.ndarray, node: np.ndarray, parent: np.ndarray, pos: np.nda
     nodes = np.empty(offsets[-1] + len(found), np.int64)
     steps = np.empty(offsets[-1], np.int64)
     for i in range(len(found)):
-        e = found[i]
-        k = offsets[i + 1] - 1
-        nodes[k + i + 1] = node[e]
-        while parent[e] >= 0:
-            steps[k] = pos[e]
-            e = parent[e]
-            nodes[k + i] = node[e]
-            k -= 1
+        _write_path(found[i], offsets[i + 1] - 1, i, node, parent, pos, nodes, steps)
     return nodes, steps, offsets
 
 
@@ -432,14 +438,7 @@ def target_astar_many(indptr: np.ndarray, nbr: np.ndarray, dist: np.ndarray, que
             if source == target:
                 nodes[lo + n_paths] = source
             else:
-                e = found[i]
-                k = lo + length - 1
-                nodes[k + n_paths + 1] = node[e]
-                while parent[e] >= 0:
-                    steps[k] = pos[e]
-                    e = parent[e]
-                    nodes[k + n_paths] = node[e]
-                    k -= 1
+                _write_path(found[i], lo + length - 1, n_paths, node, parent, pos, nodes, steps)
             n_paths += 1
         pair_offsets[j + 1] = n_paths
     total = offsets[n_paths]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from kale_ray.artifacts import Manifest, atomic_write_parquet, existing_parts, is_complete, part_path
+from kale_ray.artifacts import Manifest, atomic_write_parquet, existing_parts, part_path, pending_rows
 from kale_ray.data.format import prompt_text
 from kale_ray.progress import Progress
 
@@ -123,24 +122,12 @@ def run_hidden_stage(cfg: Any, rows: pa.Table, out: Path, model_path: str | None
     out = Path(out)
     model_path = str(model_path or resolve_model(cfg.model.name_or_path, cfg.model.cache_dir))
     config_hash = stage_hash(cfg, rows, model_path)
-    if is_complete(out, config_hash):
-        print(f"probe hidden: {out} is complete for this config, skipping", flush=True)
+    pending = pending_rows(out, "probe-hidden", config_hash, rows)
+    if pending is None:
         return out
-    previous = Manifest.read(out)
-    if previous is not None and previous.config_hash != config_hash:
-        print(f"probe hidden: {out} holds parts of another config; starting over", flush=True)
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    Manifest(stage="probe-hidden", config_hash=config_hash, complete=False).write(out, hash_files=[])
-    parts = existing_parts(out)
-    done: set[str] = set()
-    for p in parts.values():
-        done.update(pq.read_table(p, columns=["id"]).column("id").to_pylist())
-    todo = rows.filter(pc.invert(pc.is_in(rows.column("id"), pa.array(sorted(done), pa.string()))))
-    print(f"probe hidden: {rows.num_rows} rows, {len(done)} already done, {todo.num_rows} to run", flush=True)
     t0 = time.monotonic()
-    if todo.num_rows:
-        _run_actors(cfg, todo.select(["id", "question"]), model_path, out, max(parts, default=-1) + 1)
+    if pending.todo.num_rows:
+        _run_actors(cfg, pending.todo.select(["id", "question"]), model_path, out, pending.next_part)
     table = pa.concat_tables([pq.read_table(p, columns=["id", "hidden_status"])
                               for p in existing_parts(out).values()])
     ids = table.column("id").to_pylist()

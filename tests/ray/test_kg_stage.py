@@ -92,5 +92,5 @@ def test_paths_stage_survives_a_killed_actor_and_resumes(ray_local, tmp_path: Pa
     manifest.write(out)
     run_paths_stage(cfg.model_copy(update={"paths": cfg.paths.model_copy(update={"workers": 1})}),
                     rows, metaqa_kg, out)
-    assert f"{32 - lost} already done, {lost} to search" in capsys.readouterr().out
+    assert f"{32 - lost} already done, {lost} to run" in capsys.readouterr().out
     check_artifact(out, rows, metaqa_kg)
