@@ -275,9 +275,12 @@ def _setup(results: dict[str, Any], rows: dict[str, Any]) -> list[str]:
         f"files), at most {data['limit_train']} training and {data['limit_test']} test rows each. "
         f"Test items scored per benchmark: {', '.join(f'{b} {n}' for b, n in n_test.items())}.",
         "- Every figure is on the held-out test rows; no model saw them in training.",
+        *[f"- **Variant `{v}` has not run yet** (no evaluation results in `{d['run_dir']}`)."
+          for v, d in results["variants"].items() if not (d.get("eval") or {}).get("summary")],
         *[f"- **Variant `{v}` is partial**: its evaluation had not finished; only the finished (method, "
           "benchmark) pairs are shown, and an average needs every benchmark."
-          for v, d in results["variants"].items() if (d.get("eval") or {}).get("partial")],
+          for v, d in results["variants"].items() if (d.get("eval") or {}).get("partial")
+          and (d.get("eval") or {}).get("summary")],
         f"- Methods trained: {', '.join(train['methods'])}; seeds {train['seeds'] or 'one (the global seed)'} "
         f"(seed = LoRA init and data order; the split is the same for all).",
         f"- Variants (each a full pipeline run): {variants}.",
