@@ -1,10 +1,35 @@
-"""Config of the study: which pipeline variants to run and where the results page goes."""
+"""Config of the study: which pipeline variants to run, which side runs go with them, and where the
+results page goes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
+
+
+class PathsRun(BaseModel):
+    """The paths stage on a benchmark's own rows over another KG, for path statistics only (e.g. MetaQA,
+    whose questions say how many hops their answers are)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    benchmark: str = Field(description="Registered benchmark name or file (its rows are searched, not split).")
+    kg_source: str = Field(description="KG source of the search (kg.source).")
+    kg_input: Path | None = Field(None, description="KG input (default: the source's default under data_root).")
+    limit: int | None = Field(None, ge=1, description="Only the first N rows.")
+    max_hops: int | None = Field(None, ge=1, description="Hop limit (default: paths.max_hops).")
+
+
+class EvalRun(BaseModel):
+    """An evaluation outside the training mix (e.g. BBH, which the model answers by generation)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    benchmarks: list[str] = Field(description="Benchmarks to score (their registered split, eval.split).")
+    limit: int | None = Field(None, ge=1, description="Score at most this many items per benchmark.")
+    models: dict[str, str] = Field(
+        default_factory=dict, description="Label -> model to score (default: Vanilla = model.name_or_path).")
 
 
 class StudyConfig(BaseModel):
@@ -14,6 +39,14 @@ class StudyConfig(BaseModel):
         default_factory=lambda: {"main": []},
         description="Pipeline runs of the study: name -> dotted overrides of this config; each runs as "
                     "<run_name>-<name> (e.g. hf: [synth.backend=hf, eval.vanilla=false]).")
+    path_runs: dict[str, PathsRun] = Field(
+        default_factory=dict,
+        description="Paths-stage runs for path statistics: title -> {benchmark, kg_source, kg_input, limit, max_hops} "
+                    "(in <workdir>/<run_name>-extra/paths/).")
+    eval_runs: dict[str, EvalRun] = Field(
+        default_factory=dict,
+        description="Evaluations outside the training mix: title -> {benchmarks, limit, models} "
+                    "(in <workdir>/<run_name>-extra/eval/).")
     extra_results: dict[str, Path] = Field(
         default_factory=dict,
         description="Other evaluation results directories (kale-ray eval --out) to show on the page, by title.")

@@ -66,23 +66,64 @@ def collect_variant(run_dir: Path) -> dict[str, Any]:
             out[stage] = {"source": str(run_dir / stage / "manifest.json"), "counts": manifest.get("counts", {}),
                           "extra": {k: v for k, v in manifest.get("extra", {}).items()
                                     if k in ("linking_coverage", "seconds", "search_seconds", "last_run",
-                                             "selection")}}
+                                             "select")}}
+    if (run_dir / "paths" / "manifest.json").is_file():
+        out["path_stats"] = path_stats(run_dir / "paths")
+    probe = run_dir / "results" / "probe" / "results.json"
+    if probe.is_file():
+        record = _read_json(probe)
+        out["probe"] = {"source": str(probe), "best_layer": record.get("best_layer"),
+                        "label_balance": record.get("label_balance"),
+                        "auroc_by_layer": {k: v.get("auroc") for k, v in record.get("layers", {}).items()}}
     out["train"] = _train_runs(run_dir / "train")
     return out
 
 
+def path_stats(paths_dir: Path) -> dict[str, Any]:
+    """What the KI search found, per row of a paths artifact: coverage, paths per row, the hop count of
+    every returned path and of each row's shortest one, and the search cost (from the parquet parts, so
+    the distribution is exact, not re-derived from the manifest's totals)."""
+    import pyarrow.parquet as pq
+
+    manifest = _read_json(Path(paths_dir) / "manifest.json") or {}
+    columns = ["paths", "path_status", "nodes_expanded", "search_seconds"]
+    rows = [r for part in sorted(Path(paths_dir).glob("part-*.parquet"))
+            for r in pq.read_table(part, columns=columns).to_pylist()]
+    found = [json.loads(r["paths"]) for r in rows if r["path_status"] == "ok"]
+    hops: dict[str, int] = {}
+    shortest: dict[str, int] = {}
+    for paths in found:
+        for path in paths:
+            hops[str(len(path))] = hops.get(str(len(path)), 0) + 1
+        key = str(min(len(p) for p in paths))
+        shortest[key] = shortest.get(key, 0) + 1
+    status: dict[str, int] = {}
+    for r in rows:
+        status[r["path_status"]] = status.get(r["path_status"], 0) + 1
+    n = len(rows)
+    return {"source": str(Path(paths_dir) / "part-*.parquet"), "kg": (manifest.get("config") or {}).get("kg", {}).get("source"),
+            "max_hops": (manifest.get("config") or {}).get("paths", {}).get("max_hops"),
+            "rows": n, "status": status, "paths_per_row_with_path": statistics.fmean(len(p) for p in found) if found else None,
+            "hops": dict(sorted(hops.items())), "shortest_hops": dict(sorted(shortest.items())),
+            "search_ms_per_row": 1e3 * statistics.fmean(r["search_seconds"] for r in rows) if n else None,
+            "nodes_expanded_per_row": statistics.fmean(r["nodes_expanded"] for r in rows) if n else None}
+
+
 def collect(cfg: Any) -> dict[str, Any]:
-    from kale_ray.study.run import variant_config, variant_dirs
+    from kale_ray.study.run import extra_dir, variant_config, variant_dirs
 
     dirs = variant_dirs(cfg)
     variants = {}
     for name, run_dir in dirs.items():
         vcfg = variant_config(cfg, name)
         variants[name] = {"overrides": cfg.study.variants[name], "synth_backend": vcfg.synth.backend,
-                          **collect_variant(run_dir)}
+                          "synth_select": vcfg.synth.select, **collect_variant(run_dir)}
+    dirs = {**{t: extra_dir(cfg, "eval", t) for t in cfg.study.eval_runs}, **cfg.study.extra_results}
     extra = {title: {"source": str(Path(d) / "summary.json"), "summary": _read_json(Path(d) / "summary.json")}
-             for title, d in cfg.study.extra_results.items()}
-    return {"study": cfg.run_name, "extra": extra, "model": cfg.model.name_or_path,
+             for title, d in dirs.items()}
+    paths = {title: path_stats(extra_dir(cfg, "paths", title)) for title in cfg.study.path_runs
+             if (extra_dir(cfg, "paths", title) / "manifest.json").is_file()}
+    return {"study": cfg.run_name, "extra": extra, "path_stats": paths, "model": cfg.model.name_or_path,
             "data": cfg.data.model_dump(mode="json"), "train": {
                 k: cfg.train.model_dump(mode="json")[k]
                 for k in ("methods", "seeds", "workers", "micro_batch_size", "grad_accum", "epochs", "max_steps",
@@ -109,10 +150,15 @@ def method_rows(results: dict[str, Any]) -> dict[str, dict[str, dict[str, list[d
 
 def _add_rows(rows: dict[str, Any], summary: dict[str, Any], suffix: str = "") -> dict[str, Any]:
     for label, per_bench in summary.items():
-        name = _split_label(label)[0] + suffix
+        name, seed = _split_label(label)
         for bench, metrics in per_bench.items():
-            rows.setdefault(name, {}).setdefault(bench, []).append(metrics)
+            rows.setdefault(name + suffix, {}).setdefault(bench, []).append({**metrics, "seed": seed})
     return rows
+
+
+def row_name(results: dict[str, Any], variant: str, label: str) -> str:
+    """The page's row name of a method in a variant (the first variant's rows carry no suffix)."""
+    return label if variant == next(iter(results["variants"])) else f"{label} · {variant}"
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float, int]:
@@ -214,6 +260,115 @@ def stage_table(results: dict[str, Any]) -> str:
         cells = [data["stages"]["seconds"].get(stage) for data in results["variants"].values()]
         lines.append(f"| {stage} | " + " | ".join("-" if c is None else f"{c:.0f}" for c in cells) + " |")
     return "\n".join(lines)
+
+
+def _seed_averages(per_bench: dict[str, list[dict[str, Any]]], benches: list[str], key: str) -> dict[Any, float]:
+    """seed -> macro average over benchmarks, for the seeds scored on every benchmark."""
+    by_seed: dict[Any, dict[str, float]] = {}
+    for bench in benches:
+        for m in per_bench.get(bench, []):
+            if m.get(key) is not None:
+                by_seed.setdefault(m.get("seed"), {})[bench] = m[key]
+    return {seed: statistics.fmean(v.values()) for seed, v in by_seed.items() if len(v) == len(benches)}
+
+
+def paired_table(rows: dict[str, Any], comparisons: list[tuple[str, str, str]], key: str = "accuracy") -> str:
+    """A - B per seed (same seed = same LoRA init and data order), averaged over benchmarks: what one
+    change of the recipe does, with the seed-to-seed spread of that difference beside it."""
+    benches = _benchmarks(rows)
+    lines = ["| comparison | what it isolates | A - B, average accuracy (points) | seeds paired | "
+             "benchmarks where A > B |", "|---|---|---|---|---|"]
+    for a, b, meaning in comparisons:
+        if a not in rows or b not in rows:
+            continue
+        avg_a, avg_b = _seed_averages(rows[a], benches, key), _seed_averages(rows[b], benches, key)
+        seeds = [s for s in avg_a if s in avg_b]
+        if not seeds:
+            continue
+        diffs = [avg_a[s] - avg_b[s] for s in seeds]
+        wins = sum(statistics.fmean(m[key] for m in rows[a][bench]) > statistics.fmean(m[key] for m in rows[b][bench])
+                   for bench in benches if rows[a].get(bench) and rows[b].get(bench))
+        lines.append(f"| {a} vs {b} | {meaning} | {_fmt(diffs)} | {len(seeds)} | {wins} of {len(benches)} |")
+    return "\n".join(lines)
+
+
+def comparisons(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The ablations the study can answer from the variants it ran."""
+    names = list(results["variants"])
+    if not names:
+        return []
+    first = names[0]
+    out = [("KALE", "SFT", "the KALE recipe against plain fine-tuning on the same rows"),
+           ("KALE", "Vanilla", "KALE against the untrained model")]
+    for v in names:
+        backend = results["variants"][v].get("synth_backend")
+        out.append((row_name(results, v, "KALE"), row_name(results, v, "KALE (no KI)"),
+                    f"the KG paths, same writer ({backend})"))
+    out.append(("KALE", "KALE (no KA)", "the KL objective against cross-entropy on the rationale data"))
+    for v in names[1:]:
+        data = results["variants"][v]
+        if data.get("synth_select") == "probe":
+            out.append((row_name(results, v, "KALE"), "KALE", "the probe filter (synthesis on unknown rows only)"))
+        elif data.get("synth_backend") != results["variants"][first].get("synth_backend"):
+            for label in ("KALE", "KALE (no KI)"):
+                out.append((row_name(results, v, label), label,
+                            f"the writer: {data.get('synth_backend')} vs {results['variants'][first].get('synth_backend')}"))
+    return out
+
+
+def path_table(results: dict[str, Any]) -> str:
+    sources = {f"variant `{v}` training rows": d["path_stats"] for v, d in results["variants"].items()
+               if d.get("path_stats")}
+    sources.update(results.get("path_stats") or {})
+    lines = ["| rows searched | KG | hop limit | rows | >= 1 path | no path | no Q / no A entity | "
+             "paths per row (with a path) | shortest path, hops: rows | all returned paths, hops: count | "
+             "search ms per row | paths expanded per row |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for title, st in sources.items():
+        n, status = st["rows"], st["status"]
+        hist = lambda h: ", ".join(f"{k}: {v}" for k, v in h.items()) or "-"  # noqa: E731
+        per_row = st.get("paths_per_row_with_path")
+        lines.append(" | ".join([
+            f"| {title}", str(st.get("kg") or "-"), str(st.get("max_hops") or "-"), str(n),
+            _pct(status.get("ok", 0), n), _pct(status.get("no_path", 0), n),
+            f"{_pct(status.get('no_question_entity', 0), n)} / {_pct(status.get('no_answer_entity', 0), n)}",
+            f"{per_row:.2f}" if per_row is not None else "-", hist(st["shortest_hops"]), hist(st["hops"]),
+            f"{st['search_ms_per_row']:.3f}" if st.get("search_ms_per_row") is not None else "-",
+            f"{st['nodes_expanded_per_row']:.1f}" if st.get("nodes_expanded_per_row") is not None else "-"]) + " |")
+    return "\n".join(lines)
+
+
+def probe_section(results: dict[str, Any], rows: dict[str, Any]) -> list[str]:
+    """KA2L's filter against full synthesis: the work each did (from the synth manifests) and the
+    accuracy each reached, same seeds."""
+    variants = results["variants"]
+    full = next((v for v, d in variants.items() if d.get("synth_select", "all") == "all" and d.get("synth")), None)
+    out: list[str] = []
+    for v, d in variants.items():
+        if d.get("synth_select") != "probe" or not d.get("synth"):
+            continue
+        sel = d["synth"]["extra"].get("select", {})
+        ref = (variants[full]["synth"]["extra"].get("select", {}) if full else {})
+        out += [f"### Variant `{v}` against full synthesis (`{full}`)", "",
+                f"The probe (layer {sel.get('layer')}) marked {sel.get('rows_skipped', 0)} of "
+                f"{sel.get('rows_total', 0)} training rows known (P(known) >= {sel.get('p_known_cut', 0):.2f}); "
+                "path search and rationale writing ran on the rest, and KALE trained on those rows only.", "",
+                "| work | full synthesis | probe filter | saved |", "|---|---|---|---|"]
+        for key, title in (("rows_selected", "training rows searched and written"), ("pairs_searched", "entity pairs searched"),
+                           ("nodes_expanded", "paths expanded by A*"), ("rationale_tokens", "rationale tokens written")):
+            a, b = ref.get(key), sel.get(key)
+            saved = _pct(a - b, a) if a and b is not None else "-"
+            out.append(f"| {title} | {a if a is not None else '-'} | {b if b is not None else '-'} | {saved} |")
+        out.append("")
+        probe = d.get("probe") or {}
+        if probe.get("auroc_by_layer"):
+            layers = sorted(probe["auroc_by_layer"], key=int)
+            out += [f"Probe AUROC on the held-out rows by layer (best: {probe.get('best_layer')}; "
+                    f"labels {json.dumps(probe.get('label_balance'), sort_keys=True)}):", "",
+                    "| layer | " + " | ".join(layers) + " |", "|---|" + "---|" * len(layers),
+                    "| AUROC | " + " | ".join(f"{probe['auroc_by_layer'][k]:.3f}" for k in layers) + " |", ""]
+        out += [paired_table(rows, [(row_name(results, v, "KALE"), row_name(results, full or v, "KALE"),
+                                     "the probe filter")]), ""]
+    return out
 
 
 def findings(rows: dict[str, Any]) -> list[str]:
@@ -327,7 +482,18 @@ def render(results: dict[str, Any], out_md: Path, numbers: Path, discussion: Pat
         "",
         *findings(rows),
         "",
+        "One change at a time, paired by seed:",
+        "",
+        paired_table(rows, comparisons(results)),
+        "",
+        "## KG paths",
+        "",
+        path_table(results),
+        "",
     ]
+    probe = probe_section(results, rows)
+    if probe:
+        parts += ["## The knowledge probe as a synthesis filter (KA2L)", "", *probe]
     for title, extra in (results.get("extra") or {}).items():
         if extra.get("summary"):
             parts += [f"## {title}", "", f"From `{extra['source']}`.", "",

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from kale_ray.config import ConfigError, load_config
-from kale_ray.study.report import accuracy_table, collect, known_table, method_rows, render
-from kale_ray.study.run import variant_config
+from kale_ray.study.config import PathsRun
+from kale_ray.study.report import (accuracy_table, collect, known_table, method_rows, paired_table, path_stats,
+                                   render)
+from kale_ray.study.run import extra_dir, variant_config
 
 
 def _metrics(acc: float, known_incorrect: float = 0.2, probed: int = 10) -> dict:
@@ -107,3 +109,73 @@ def test_page_renders_with_chart_costs_and_findings(study, tmp_path):
     assert "- KALE vs SFT: +7.5 points average accuracy" in page
     assert "## BBH (Vanilla)" in page and "| Vanilla | 4.0 | 4.0 |" in page
     assert str(tmp_path / "st-template" / "results" / "summary.json") == results["variants"]["template"]["eval"]["source"]
+
+
+def test_paired_differences_match_seeds_not_positions(study):
+    rows = method_rows(collect(study))
+    # KALE per-seed averages 0.50 / 0.49, SFT 0.40 / 0.44: differences 10 and 5 points.
+    line = next(x for x in paired_table(rows, [("KALE", "SFT", "recipe")]).splitlines() if x.startswith("| KALE vs SFT"))
+    assert f"| {7.5:.1f} ± {100 * statistics.stdev([0.10, 0.05]):.1f} | 2 | 2 of 2 |" in line
+    # SFT seed 0 loses a benchmark: only seed 1 pairs (0.49 - 0.44), whatever its position in the list.
+    rows["SFT"]["absr"] = [m for m in rows["SFT"]["absr"] if m["seed"] != 0]
+    line = next(x for x in paired_table(rows, [("KALE", "SFT", "recipe")]).splitlines() if x.startswith("| KALE vs SFT"))
+    assert "| 5.0 | 1 |" in line
+
+
+def _paths_artifact(directory: Path, rows: list[tuple[str, list[int], float]]) -> None:
+    """rows: (status, hop counts of the paths found, search seconds)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    directory.mkdir(parents=True)
+    table = pa.table({
+        "paths": [json.dumps([[["h", "r", "t", False]] * h for h in hops]) for _, hops, _ in rows],
+        "path_status": [s for s, _, _ in rows], "nodes_expanded": [3 * len(h) for _, h, _ in rows],
+        "search_seconds": [t for _, _, t in rows]})
+    pq.write_table(table.slice(0, 2), directory / "part-00000.parquet")
+    pq.write_table(table.slice(2), directory / "part-00001.parquet")
+    (directory / "manifest.json").write_text(json.dumps({"config": {"kg": {"source": "metaqa"}, "paths": {"max_hops": 2}}}))
+
+
+def test_path_stats_count_every_path_and_each_rows_shortest(tmp_path):
+    _paths_artifact(tmp_path / "p", [("ok", [2, 1, 2], 0.002), ("no_path", [], 0.001), ("ok", [2], 0.003),
+                                     ("no_answer_entity", [], 0.0)])
+    st = path_stats(tmp_path / "p")
+    assert st["rows"] == 4 and st["status"] == {"ok": 2, "no_path": 1, "no_answer_entity": 1}
+    assert st["hops"] == {"1": 1, "2": 3} and st["shortest_hops"] == {"1": 1, "2": 1}
+    assert st["paths_per_row_with_path"] == 2.0 and st["search_ms_per_row"] == pytest.approx(1.5)
+    assert (st["kg"], st["max_hops"], st["nodes_expanded_per_row"]) == ("metaqa", 2, 3.0)
+
+
+def test_probe_filter_section_weighs_work_saved_against_accuracy(study, tmp_path):
+    cfg = study.model_copy(update={"study": study.study.model_copy(update={
+        "variants": {**study.study.variants, "probe": ["synth.select=probe", "train.methods=[ka]", "eval.vanilla=false"]},
+        "path_runs": {"MetaQA 2-hop": PathsRun(benchmark="metaqa-2hop", kg_source="metaqa", max_hops=2)}})})
+    _paths_artifact(extra_dir(cfg, "paths", "MetaQA 2-hop"), [("ok", [2], 0.001)])
+    full = {"mode": "all", "rows_total": 40, "rows_selected": 40, "rows_skipped": 0, "pairs_searched": 200,
+            "nodes_expanded": 1000, "rationale_tokens": 4000}
+    (tmp_path / "st-template" / "synth").mkdir()
+    (tmp_path / "st-template" / "synth" / "manifest.json").write_text(json.dumps({"counts": {}, "extra": {"select": full}}))
+    _write_run(tmp_path / "st-probe", {
+        "KALE [seed 0]": {"arc-easy": _metrics(0.58), "absr": _metrics(0.40)},
+        "KALE [seed 1]": {"arc-easy": _metrics(0.60), "absr": _metrics(0.30)}}, {"ka-s0": 2.0})
+    probe = {**full, "mode": "probe", "layer": 15, "p_known_cut": 0.6, "rows_selected": 30, "rows_skipped": 10,
+             "pairs_searched": 150, "nodes_expanded": 700, "rationale_tokens": 3100}
+    (tmp_path / "st-probe" / "synth").mkdir()
+    (tmp_path / "st-probe" / "synth" / "manifest.json").write_text(json.dumps({"counts": {}, "extra": {"select": probe}}))
+    (tmp_path / "st-probe" / "results" / "probe").mkdir(parents=True)
+    (tmp_path / "st-probe" / "results" / "probe" / "results.json").write_text(json.dumps({
+        "best_layer": 15, "label_balance": {"train": {"known": 20}},
+        "layers": {"0": {"auroc": 0.5}, "15": {"auroc": 0.61}, "5": {"auroc": 0.55}}}))
+    results = collect(cfg)
+    assert results["variants"]["probe"]["synth_select"] == "probe"
+    render(results, tmp_path / "results.md", tmp_path / "results.json", None)
+    page = (tmp_path / "results.md").read_text()
+    assert "marked 10 of 40 training rows known (P(known) >= 0.60)" in page
+    assert "| entity pairs searched | 200 | 150 | 25.0% |" in page
+    assert "| rationale tokens written | 4000 | 3100 | 22.5% |" in page
+    assert "| layer | 0 | 5 | 15 |" in page and "| AUROC | 0.500 | 0.550 | 0.610 |" in page
+    # KALE · probe per seed 0.49 / 0.45 against KALE 0.50 / 0.49: -1 and -4 points.
+    assert f"| KALE · probe vs KALE | the probe filter | -2.5 ± {100 * statistics.stdev([-0.01, -0.04]):.1f} | 2 |" in page
+    assert "| MetaQA 2-hop | metaqa | 2 | 1 | 100.0% |" in page
+    assert "| KALE vs KALE (no KI) |" not in page  # no ablation run, no row
