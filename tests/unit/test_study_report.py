@@ -8,8 +8,15 @@ import pytest
 
 from kale_ray.config import ConfigError, load_config
 from kale_ray.study.config import PathsRun
-from kale_ray.study.report import (accuracy_table, collect, known_table, method_rows, paired_table, path_stats,
-                                   render)
+from kale_ray.study.report import (
+    accuracy_table,
+    collect,
+    known_table,
+    method_rows,
+    paired_table,
+    path_stats,
+    render,
+)
 from kale_ray.study.run import extra_dir, variant_config
 
 
