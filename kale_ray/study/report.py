@@ -282,6 +282,8 @@ def paired_table(rows: dict[str, Any], comparisons: list[tuple[str, str, str]], 
         if a not in rows or b not in rows:
             continue
         avg_a, avg_b = _seed_averages(rows[a], benches, key), _seed_averages(rows[b], benches, key)
+        if list(avg_b) == [None]:  # an unseeded reference (Vanilla) pairs with every seed
+            avg_b = dict.fromkeys(avg_a, avg_b[None])
         seeds = [s for s in avg_a if s in avg_b]
         if not seeds:
             continue

@@ -123,6 +123,9 @@ def test_paired_differences_match_seeds_not_positions(study):
     # KALE per-seed averages 0.50 / 0.49, SFT 0.40 / 0.44: differences 10 and 5 points.
     line = next(x for x in paired_table(rows, [("KALE", "SFT", "recipe")]).splitlines() if x.startswith("| KALE vs SFT"))
     assert f"| {7.5:.1f} ± {100 * statistics.stdev([0.10, 0.05]):.1f} | 2 | 2 of 2 |" in line
+    # Vanilla has one unseeded run (0.35): every KALE seed pairs with it.
+    line = next(x for x in paired_table(rows, [("KALE", "Vanilla", "v")]).splitlines() if x.startswith("| KALE vs"))
+    assert f"| {14.5:.1f} ± {100 * statistics.stdev([0.15, 0.14]):.1f} | 2 |" in line
     # SFT seed 0 loses a benchmark: only seed 1 pairs (0.49 - 0.44), whatever its position in the list.
     rows["SFT"]["absr"] = [m for m in rows["SFT"]["absr"] if m["seed"] != 0]
     line = next(x for x in paired_table(rows, [("KALE", "SFT", "recipe")]).splitlines() if x.startswith("| KALE vs SFT"))
