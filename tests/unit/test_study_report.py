@@ -148,12 +148,13 @@ def _paths_artifact(directory: Path, rows: list[tuple[str, list[int], float]]) -
 
 
 def test_path_stats_count_every_path_and_each_rows_shortest(tmp_path):
-    _paths_artifact(tmp_path / "p", [("ok", [2, 1, 2], 0.002), ("no_path", [], 0.001), ("ok", [2], 0.003),
+    _paths_artifact(tmp_path / "p", [("ok", [2, 1, 2], 0.002), ("no_path", [], 0.001), ("ok", [2], 0.009),
                                      ("no_answer_entity", [], 0.0)])
     st = path_stats(tmp_path / "p")
     assert st["rows"] == 4 and st["status"] == {"ok": 2, "no_path": 1, "no_answer_entity": 1}
     assert st["hops"] == {"1": 1, "2": 3} and st["shortest_hops"] == {"1": 1, "2": 1}
-    assert st["paths_per_row_with_path"] == 2.0 and st["search_ms_per_row"] == pytest.approx(1.5)
+    assert st["paths_per_row_with_path"] == 2.0 and st["search_ms_per_row"] == pytest.approx(3.0)
+    assert st["search_ms_median"] == pytest.approx(1.5)
     assert (st["kg"], st["max_hops"], st["nodes_expanded_per_row"]) == ("metaqa", 2, 3.0)
 
 
