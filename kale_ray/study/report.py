@@ -316,6 +316,9 @@ def comparisons(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             for label in ("KALE", "KALE (no KI)"):
                 out.append((row_name(results, v, label), label,
                             f"the writer: {data.get('synth_backend')} vs {results['variants'][first].get('synth_backend')}"))
+        else:
+            changes = [o for o in data.get("overrides", []) if not o.startswith(("train.methods", "eval."))]
+            out.append((row_name(results, v, "KALE"), "KALE", ", ".join(f"`{o}`" for o in changes) or f"variant {v}"))
     return out
 
 

@@ -11,6 +11,7 @@ from kale_ray.study.config import PathsRun
 from kale_ray.study.report import (
     accuracy_table,
     collect,
+    comparisons,
     known_table,
     method_rows,
     paired_table,
@@ -190,3 +191,15 @@ def test_probe_filter_section_weighs_work_saved_against_accuracy(study, tmp_path
     assert f"| KALE · probe vs KALE | the probe filter | -2.5 ± {100 * statistics.stdev([-0.01, -0.04]):.1f} | 2 |" in page
     assert "| MetaQA 2-hop | metaqa | 2 | 1 | 100.0% |" in page
     assert "| KALE vs KALE (no KI) |" not in page  # no ablation run, no row
+    assert "| KALE · hf vs KALE | the writer: hf vs template |" in page
+
+
+def test_other_variants_compare_by_their_overrides(study, tmp_path):
+    cfg = study.model_copy(update={"study": study.study.model_copy(update={
+        "variants": {**study.study.variants, "fwd": ["train.direction=forward", "train.methods=[ka]", "eval.vanilla=false"]}})})
+    _write_run(tmp_path / "st-fwd", {"KALE [seed 0]": {"arc-easy": _metrics(0.70), "absr": _metrics(0.40)},
+                                     "KALE [seed 1]": {"arc-easy": _metrics(0.70), "absr": _metrics(0.40)}}, {})
+    rows = method_rows(collect(cfg))
+    table = paired_table(rows, comparisons(collect(cfg)))
+    # 0.55 per seed against KALE's 0.50 / 0.49.
+    assert f"| KALE · fwd vs KALE | `train.direction=forward` | {5.5:.1f} ± {100 * statistics.stdev([0.05, 0.06]):.1f} | 2 |" in table
