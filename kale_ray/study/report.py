@@ -83,23 +83,17 @@ def path_stats(paths_dir: Path) -> dict[str, Any]:
     """What the KI search found, per row of a paths artifact: coverage, paths per row, the hop count of
     every returned path and of each row's shortest one, and the search cost (from the parquet parts, so
     the distribution is exact, not re-derived from the manifest's totals)."""
-    import pyarrow.parquet as pq
+    from collections import Counter
+
+    from kale_ray.artifacts import existing_parts, read_parts
 
     manifest = _read_json(Path(paths_dir) / "manifest.json") or {}
     columns = ["paths", "path_status", "nodes_expanded", "search_seconds"]
-    rows = [r for part in sorted(Path(paths_dir).glob("part-*.parquet"))
-            for r in pq.read_table(part, columns=columns).to_pylist()]
+    rows = read_parts(paths_dir).select(columns).to_pylist() if existing_parts(paths_dir) else []
     found = [json.loads(r["paths"]) for r in rows if r["path_status"] == "ok"]
-    hops: dict[str, int] = {}
-    shortest: dict[str, int] = {}
-    for paths in found:
-        for path in paths:
-            hops[str(len(path))] = hops.get(str(len(path)), 0) + 1
-        key = str(min(len(p) for p in paths))
-        shortest[key] = shortest.get(key, 0) + 1
-    status: dict[str, int] = {}
-    for r in rows:
-        status[r["path_status"]] = status.get(r["path_status"], 0) + 1
+    hops = Counter(str(len(path)) for paths in found for path in paths)
+    shortest = Counter(str(min(len(p) for p in paths)) for paths in found)
+    status = dict(Counter(r["path_status"] for r in rows))
     n = len(rows)
     return {"source": str(Path(paths_dir) / "part-*.parquet"), "kg": (manifest.get("config") or {}).get("kg", {}).get("source"),
             "max_hops": (manifest.get("config") or {}).get("paths", {}).get("max_hops"),
@@ -122,8 +116,8 @@ def collect(cfg: Any) -> dict[str, Any]:
     dirs = {**{t: extra_dir(cfg, "eval", t) for t in cfg.study.eval_runs}, **cfg.study.extra_results}
     extra = {title: {"source": str(Path(d) / "summary.json"), "summary": _read_json(Path(d) / "summary.json")}
              for title, d in dirs.items()}
-    paths = {title: path_stats(extra_dir(cfg, "paths", title)) for title in cfg.study.path_runs
-             if (extra_dir(cfg, "paths", title) / "manifest.json").is_file()}
+    paths = {title: path_stats(d) for title, d in ((t, extra_dir(cfg, "paths", t)) for t in cfg.study.path_runs)
+             if (d / "manifest.json").is_file()}
     return {"study": cfg.run_name, "extra": extra, "path_stats": paths, "model": cfg.model.name_or_path,
             "data": cfg.data.model_dump(mode="json"), "train": {
                 k: cfg.train.model_dump(mode="json")[k]
@@ -184,10 +178,8 @@ def _benchmarks(rows: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
 
 
 def _per_seed_average(per_bench: dict[str, list[dict[str, Any]]], benches: list[str], key: str) -> list[float]:
-    """Macro average over benchmarks, one value per seed (seeds line up by position)."""
-    runs = min((len(per_bench.get(b, [])) for b in benches), default=0)
-    return [statistics.fmean(per_bench[b][i][key] for b in benches) for i in range(runs)
-            if all(per_bench[b][i].get(key) is not None for b in benches)]
+    """Macro average over benchmarks, one value per seed scored on every benchmark."""
+    return list(_seed_averages(per_bench, benches, key).values())
 
 
 def accuracy_table(rows: dict[str, Any], key: str) -> str:
