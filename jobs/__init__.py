@@ -1,5 +1,5 @@
-"""Entry points for `ray job submit --working-dir . -- python -m jobs.<name> --config ...`.
+"""Entry points for `ray job submit --working-dir . -- python -m jobs.<name> ...`.
 
-Each job is a few lines over a kale_ray library function, runs the same way locally
-(`python -m jobs.<name>`), on a cluster, and as a function call in tests (`jobs.<name>.main([...])`).
+Not an installed package: jobs run from the repository (or the uploaded working directory) and are
+thin scripts over `kale_ray.cli.run_job`, so a job and `kale-ray <stage>` take the same arguments.
 """

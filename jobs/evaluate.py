@@ -1,18 +1,17 @@
-"""Ray job: benchmark scoring of trained and base models.
+"""Ray job: benchmark scoring of the base model and every trained method of a config's run.
 
-`python -m jobs.evaluate --config FILE [...]`, the same under
-`ray job submit --working-dir . -- python -m jobs.evaluate ...`, or `jobs.evaluate.main([...])`;
-the arguments are those of `kale-ray eval`.
+`ray job submit --working-dir . -- python -m jobs.evaluate --config FILE [key=value ...]` (or the same command
+locally); the arguments are those of `kale-ray eval`.
 """
 
 import sys
 from collections.abc import Sequence
 
-from jobs.common import run_stage
+from kale_ray.cli import run_job
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_stage("eval", argv)
+    return run_job("eval", argv)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,17 @@
-"""Ray job: the whole pipeline (resumes at the first incomplete stage).
+"""Ray job: the whole pipeline; a resubmitted job resumes at the first incomplete stage.
 
-`python -m jobs.pipeline --config FILE [...]`, the same under
-`ray job submit --working-dir . -- python -m jobs.pipeline ...`, or `jobs.pipeline.main([...])`;
-the arguments are those of `kale-ray pipeline`.
+`ray job submit --working-dir . -- python -m jobs.pipeline --config FILE [key=value ...]` (or the same command
+locally); the arguments are those of `kale-ray pipeline`.
 """
 
 import sys
 from collections.abc import Sequence
 
-from jobs.common import run_stage
+from kale_ray.cli import run_job
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_stage("pipeline", argv)
+    return run_job("pipeline", argv)
 
 
 if __name__ == "__main__":

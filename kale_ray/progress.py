@@ -30,6 +30,7 @@ class Progress:
         self.extra: dict[str, float] = {}
         self.start = time.monotonic()
         self._last = 0.0
+        self._logged: int | None = None  # `done` at the last line printed
         self.metrics = MetricsWriter(metrics_path) if metrics_path else None
 
     def update(self, n: int = 1, **counters: float) -> None:
@@ -54,6 +55,7 @@ class Progress:
         return ", ".join(parts)
 
     def log(self) -> None:
+        self._logged = self.done
         print(self.line(), file=sys.stdout, flush=True)
         if self.metrics:
             elapsed = time.monotonic() - self.start
@@ -61,7 +63,9 @@ class Progress:
                                 f"{self.unit}_per_s": self.done / max(elapsed, 1e-9), **self.extra})
 
     def close(self) -> None:
-        self.log()
+        """The final line, unless the last update already printed it."""
+        if self._logged != self.done:
+            self.log()
 
 
 class MetricsWriter:

@@ -30,7 +30,9 @@ class RayConfig(Section):
     num_cpus: int | None = Field(None, description="CPUs of a local cluster (null: all of the machine's).")
     object_store_memory: int | None = Field(
         1_500_000_000, description="Object store bytes of a local cluster; 1-2 GB is plenty on a laptop.")
-    include_dashboard: bool = Field(False, description="Start Ray's dashboard with a local cluster.")
+    include_dashboard: bool = Field(
+        True, description="Start Ray's dashboard with a local cluster: the state API that Ray Train and "
+                          "`ray job submit` use lives there.")
 
 
 class ModelConfig(Section):

@@ -57,12 +57,23 @@ def tiny_llama_path(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path
 
 
 @pytest.fixture(scope="session")
-def ray_local():
-    """One local Ray cluster for the session: 2 CPUs, a small object store, no dashboard."""
+def fault_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where tests arm the worker-side faults of tests/faults.py."""
+    return tmp_path_factory.mktemp("faults")
+
+
+@pytest.fixture(scope="session")
+def ray_local(fault_dir: Path):
+    """One local Ray cluster for the session: 2 CPUs, a small object store, no dashboard. Every worker
+    runs tests/faults.py's setup hook, so a test can kill a stage actor for real."""
     import ray
 
+    from tests.faults import FAULTS_ENV
+
     if not ray.is_initialized():
-        ray.init(num_cpus=2, object_store_memory=1_000_000_000, include_dashboard=False,
-                 log_to_driver=False)
+        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+        ray.init(num_cpus=2, object_store_memory=1_000_000_000, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"worker_process_setup_hook": "tests.faults.install",
+                              "env_vars": {FAULTS_ENV: str(fault_dir), "PYTHONPATH": path}})
     yield ray
     ray.shutdown()

@@ -19,8 +19,9 @@ from typing import Any
 import pyarrow as pa
 
 from kale_ray.artifacts import Manifest, atomic_write_json, atomic_write_text
+from kale_ray.data.answers import exact_match, extract_answer
 from kale_ray.data.format import answer_text, prompt_text
-from kale_ray.eval.metrics import exact_match, extract_answer, mc_scores
+from kale_ray.eval.metrics import mc_scores
 from kale_ray.progress import Progress
 
 GEN_STOP = ["\n\n", "\nQuestion:"]
@@ -205,13 +206,14 @@ def pipeline_models(cfg: Any) -> dict[str, str]:
     return models
 
 
-def run_eval_stage(cfg: Any, probes: Path | None = None) -> Path:
-    """The pipeline's eval stage: the data stage's held-out split (when it exists), every trained
-    method, results in `cfg.stage_dir("eval")`."""
+def run_eval_stage(cfg: Any, probes: Path | None = None, out: Path | None = None) -> Path:
+    """The models of a config's run, as the pipeline left them: the data stage's held-out split (when it
+    exists), the base model and every trained method, results in `out` (default: the pipeline's
+    `<run>/results`)."""
     data_dir = cfg.stage_dir("data")
     rows = None
     if cfg.eval.test_split is None and (data_dir / "test.parquet").is_file():
         import pyarrow.parquet as pq
 
         rows = pq.read_table(data_dir / "test.parquet")
-    return run_eval(cfg, pipeline_models(cfg), cfg.stage_dir("eval"), rows=rows, probes=probes)
+    return run_eval(cfg, pipeline_models(cfg), out or cfg.stage_dir("results"), rows=rows, probes=probes)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -137,28 +136,16 @@ def _row_errors(out: dict[str, Any]) -> Iterator[None]:
 
 
 class PathsActor:
-    """One Ray Data actor: loads the KG once, then maps batches of rows.
+    """One Ray Data actor: loads the KG once, then maps batches of rows."""
 
-    `fault_marker` is a crash hook for tests of the retry path: when that file exists and the batch
-    holds the row id written in it, the actor removes the file and kills its own process (SIGKILL)
-    mid-batch, once.
-    """
-
-    def __init__(self, kg_dir: str, kg_cfg: dict[str, Any], paths_cfg: dict[str, Any], seed: int,
-                 fault_marker: str | None = None) -> None:
+    def __init__(self, kg_dir: str, kg_cfg: dict[str, Any], paths_cfg: dict[str, Any], seed: int) -> None:
         from kale_ray.kg.store import load_kg
 
         t0 = time.monotonic()
         self.finder = RowPathFinder(load_kg(Path(kg_dir)), kg_cfg, paths_cfg, seed)
-        self.fault_marker = Path(fault_marker) if fault_marker else None
         print(f"paths actor {os.getpid()}: KG loaded in {time.monotonic() - t0:.1f}s", flush=True)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        if self.fault_marker is not None and self.fault_marker.exists():
-            victim = self.fault_marker.read_text().strip()
-            if victim in batch.column("id").to_pylist():
-                self.fault_marker.unlink(missing_ok=True)
-                os.kill(os.getpid(), signal.SIGKILL)
         return add_path_columns(batch, self.finder.process_batch(batch.to_pylist()))
 
 
@@ -180,8 +167,7 @@ def stage_hash(cfg, rows: pa.Table, kg_dir: Path) -> str:  # noqa: ANN001 (KaleC
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def run_paths_stage(cfg, rows: pa.Table, kg_dir: Path, out: Path, *,  # noqa: ANN001 (KaleConfig)
-                    fault_marker: Path | None = None) -> Path:
+def run_paths_stage(cfg, rows: pa.Table, kg_dir: Path, out: Path) -> Path:  # noqa: ANN001 (KaleConfig)
     """Rows -> paths artifact in `out` (Parquet parts + manifest); resumable, skipped when complete."""
     kg_dir, out = Path(kg_dir), Path(out)
     if not (kg_dir / "triples.parquet").is_file():
@@ -196,7 +182,7 @@ def run_paths_stage(cfg, rows: pa.Table, kg_dir: Path, out: Path, *,  # noqa: AN
         return out
     t0 = time.monotonic()
     if pending.todo.num_rows:
-        _run_actors(cfg, pending.todo, kg_dir, out, pending.next_part, fault_marker)
+        _run_actors(cfg, pending.todo, kg_dir, out, pending.next_part)
     return _finish(cfg, out, config_hash, unique.num_rows, duplicates, kg_dir, time.monotonic() - t0)
 
 
@@ -208,8 +194,7 @@ def _unique_ids(rows: pa.Table) -> pa.Table:
     return rows if len(first) == len(ids) else rows.take(sorted(first.values()))
 
 
-def _run_actors(cfg, todo: pa.Table, kg_dir: Path, out: Path, next_index: int,  # noqa: ANN001
-                fault_marker: Path | None) -> None:
+def _run_actors(cfg, todo: pa.Table, kg_dir: Path, out: Path, next_index: int) -> None:  # noqa: ANN001
     import ray.data
     from ray.data import ActorPoolStrategy
 
@@ -222,8 +207,7 @@ def _run_actors(cfg, todo: pa.Table, kg_dir: Path, out: Path, next_index: int,  
         PathsActor, batch_size=size, batch_format="pyarrow",
         compute=ActorPoolStrategy(size=cfg.paths.workers), num_cpus=cfg.paths.worker_cpus,
         fn_constructor_kwargs={"kg_dir": str(kg_dir.resolve()), "kg_cfg": cfg.kg.model_dump(mode="json"),
-                               "paths_cfg": cfg.paths.model_dump(mode="json"), "seed": cfg.seed,
-                               "fault_marker": str(fault_marker) if fault_marker else None})
+                               "paths_cfg": cfg.paths.model_dump(mode="json"), "seed": cfg.seed})
     # Ray Data starts pool actors with max_restarts=-1 and max_task_retries=-1 (ActorPoolMapOperator), so a
     # dead actor is restarted and its in-flight batch retried; tests/ray/test_kg_stage.py kills one to hold it.
     progress = Progress("paths", todo.num_rows, metrics_path=out / "metrics.jsonl")

@@ -49,7 +49,7 @@ def semantic_entropy(groups: Sequence[str]) -> float:
 
 def answer_group(text: str) -> str:
     """The meaning group of a generated answer: its extracted answer, normalised."""
-    from kale_ray.eval.metrics import extract_answer, normalize
+    from kale_ray.data.answers import extract_answer, normalize
 
     return normalize(extract_answer(text))
 

@@ -15,10 +15,6 @@ from typing import Any
 
 import pyarrow as pa
 
-# Fault injection for the tests (a real process death at a chosen moment): the first actor to create
-# this marker file exits hard in the middle of its first batch.
-FAULT_KILL_ACTOR_ONCE = "KALE_SYNTH_FAULT_KILL_ACTOR_ONCE"
-
 
 class SynthWorker:
     """The callable class Ray Data instantiates once per actor."""
@@ -40,22 +36,9 @@ class SynthWorker:
     def __call__(self, batch: pa.Table) -> pa.Table:
         from kale_ray.synth.rows import output_schema, write_rationales
 
-        _maybe_die(self.spec.get("fault_kill_actor_once"))
         out = write_rationales(batch.to_pylist(), self.backend, ki=self.cfg.ki, no_path=self.spec["no_path"],
                                max_paths=self.cfg.max_paths_in_prompt, generator=self.generator)
         return pa.Table.from_pylist(out, schema=output_schema(batch.schema))
-
-
-def _maybe_die(marker: str | None) -> None:
-    if not marker:
-        return
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-    os._exit(1)
 
 
 def actor_gpus(cfg: Any) -> float:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -36,8 +35,6 @@ from kale_ray.synth.rows import STATUSES, has_path
 
 STAMP = ".config_hash"
 REQUIRED = ("id", "question", "gold_text", "choices", "path_status", "path_texts")
-# Fault injection for the tests: the driver exits hard (no cleanup) after writing this many parts.
-FAULT_EXIT_AFTER_PARTS = "KALE_SYNTH_FAULT_EXIT_AFTER_PARTS"
 
 
 class SynthInputError(ValueError):
@@ -138,8 +135,6 @@ class _PartWriter:
         self.rows = 0
         self.written = 0
         self.last = time.monotonic()
-        limit = os.environ.get(FAULT_EXIT_AFTER_PARTS)
-        self.exit_after = int(limit) if limit else None
 
     def add(self, table: pa.Table) -> None:
         self.buffer.append(table)
@@ -154,19 +149,15 @@ class _PartWriter:
         self.next_index += 1
         self.written += 1
         self.buffer, self.rows, self.last = [], 0, time.monotonic()
-        if self.exit_after is not None and self.written >= self.exit_after:
-            print(f"synth: fault injection: exiting after {self.written} parts", flush=True)
-            os._exit(3)
 
 
 def _generate(cfg: Any, todo: pa.Table, out: Path) -> dict[str, float]:
     from kale_ray.ray_utils import init_ray
-    from kale_ray.synth.pipeline import FAULT_KILL_ACTOR_ONCE, rationale_dataset
+    from kale_ray.synth.pipeline import rationale_dataset
 
     init_ray(cfg.ray)
     spec = {"synth": cfg.synth.model_dump(mode="json"), "model": writer_model(cfg), "seed": writer_seed(cfg),
-            "dtype": cfg.model.dtype, "no_path": cfg.paths.no_path,
-            "fault_kill_actor_once": os.environ.get(FAULT_KILL_ACTOR_ONCE)}
+            "dtype": cfg.model.dtype, "no_path": cfg.paths.no_path}
     progress = Progress("synth", total=todo.num_rows, unit="rows", every_s=5.0,
                         metrics_path=out / "metrics.jsonl")
     writer = _PartWriter(out, cfg.synth.part_rows, cfg.synth.flush_s)

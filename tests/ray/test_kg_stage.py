@@ -16,6 +16,7 @@ from kale_ray.data.benchmarks import SCHEMA, load_benchmark
 from kale_ray.kg.extract import run_paths_stage
 from kale_ray.kg.stage import build_kg
 from kale_ray.kg.store import load_kg
+from tests.faults import KILL_PATHS_ACTOR, arm, fired
 
 pytestmark = pytest.mark.ray
 
@@ -71,12 +72,12 @@ def check_artifact(out: Path, rows: pa.Table, kg_dir: Path) -> pa.Table:
 
 
 def test_paths_stage_survives_a_killed_actor_and_resumes(ray_local, tmp_path: Path, rows: pa.Table,  # noqa: ANN001
-                                                         metaqa_kg: Path, capsys) -> None:  # noqa: ANN001
+                                                         metaqa_kg: Path, capsys, fault_dir) -> None:  # noqa: ANN001
     cfg = config(tmp_path)
-    marker = tmp_path / "kill-once"
-    marker.write_text(rows.column("id")[17].as_py())  # the actor holding this row dies mid-stage
-    out = run_paths_stage(cfg, rows, metaqa_kg, tmp_path / "paths", fault_marker=marker)
-    assert not marker.exists(), "the actor really was killed"
+    # the actor holding this row dies mid-stage
+    marker = arm(fault_dir, KILL_PATHS_ACTOR, rows.column("id")[17].as_py())
+    out = run_paths_stage(cfg, rows, metaqa_kg, tmp_path / "paths")
+    assert not marker.exists() and fired(fault_dir, KILL_PATHS_ACTOR), "the actor really was killed"
     check_artifact(out, rows, metaqa_kg)
     coverage = Manifest.read(out).extra["linking_coverage"]["metaqa-1hop"]
     assert coverage["rows"] == 32 and coverage["linked"] == 30

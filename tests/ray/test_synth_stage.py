@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from kale_ray.artifacts import Manifest, existing_parts, file_sha256, read_parts
-from kale_ray.synth.pipeline import FAULT_KILL_ACTOR_ONCE
-from kale_ray.synth.stage import FAULT_EXIT_AFTER_PARTS, run_synth_stage
+from kale_ray.synth.stage import run_synth_stage
+from tests.faults import KILL_SYNTH_ACTOR, arm, fired
 from tests.synth_support import arc_rows, synth_config, write_paths_artifact
 
 pytestmark = pytest.mark.ray
@@ -97,13 +97,12 @@ def test_wo_ki_ablation_gives_no_paths_to_the_writer(ray_local, tmp_path, data_r
     assert Manifest.read(tmp_path / "synth").counts["ok"] == 18
 
 
-def test_killed_actor_loses_nothing(ray_local, tmp_path, data_root, paths_dir, monkeypatch):
-    marker = tmp_path / "actor-died"
-    monkeypatch.setenv(FAULT_KILL_ACTOR_ONCE, str(marker))
+def test_killed_actor_loses_nothing(ray_local, tmp_path, data_root, paths_dir, fault_dir):
+    arm(fault_dir, KILL_SYNTH_ACTOR)
     cfg = synth_config(tmp_path, data_root, "synth.workers=2")
     out = run_synth_stage(cfg, paths_dir, tmp_path / "synth")
-    assert marker.is_file()  # an actor process really exited mid-batch
-    assert int(marker.read_text()) != os.getpid()
+    pids = fired(fault_dir, KILL_SYNTH_ACTOR)  # an actor process really died mid-batch
+    assert len(pids) == 1 and pids[0] != os.getpid()
     _check_one_row_per_input(out, paths_dir)
     counts = Manifest.read(out).counts
     assert counts["ok"] + counts["fallback"] == N
@@ -114,13 +113,21 @@ def test_crashed_driver_resumes_without_duplicates(ray_local, tmp_path, data_roo
     overrides = [f"workdir={tmp_path}", f"data_root={data_root}", "synth.worker_cpus=0.5",
                  "synth.batch_size=4", "synth.part_rows=4",
                  f"ray.address={ray_local.get_runtime_context().gcs_address}"]
+    # The driver dies hard (no cleanup) right after writing its second part.
     script = textwrap.dedent(f"""
+        import os
         from kale_ray.config import load_config
-        from kale_ray.synth.stage import run_synth_stage
+        from kale_ray.synth import stage
+        flush = stage._PartWriter.flush
+        def flush_then_die(self):
+            flush(self)
+            if self.written >= 2:
+                os._exit(3)
+        stage._PartWriter.flush = flush_then_die
         if __name__ == "__main__":
-            run_synth_stage(load_config(overrides={overrides!r}), {str(paths_dir)!r}, {str(out)!r})
+            stage.run_synth_stage(load_config(overrides={overrides!r}), {str(paths_dir)!r}, {str(out)!r})
     """)
-    env = {**os.environ, FAULT_EXIT_AFTER_PARTS: "2", "PYTHONPATH": os.getcwd()}
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]
     parts = existing_parts(out)

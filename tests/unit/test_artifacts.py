@@ -38,6 +38,18 @@ def test_progress_line_has_rate_and_eta(tmp_path, capsys):
     assert rows[-1]["done"] == 4 and rows[-1]["tokens"] == 100
 
 
+def test_progress_close_prints_the_last_line_once(capsys):
+    progress = Progress("paths", total=8, every_s=0)
+    progress.update(8)
+    progress.close()
+    assert capsys.readouterr().out.count("paths: 8/8 rows") == 1
+    progress = Progress("paths", total=8, every_s=3600)
+    progress.update(3)  # printed: the first update always is
+    progress.update(5)  # not printed yet
+    progress.close()
+    assert capsys.readouterr().out.count("paths: 8/8 rows") == 1
+
+
 def test_metrics_reader_skips_a_line_cut_by_a_crash(tmp_path):
     writer = MetricsWriter(tmp_path / "m.jsonl")
     writer.write({"step": 1})

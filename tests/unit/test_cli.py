@@ -18,7 +18,7 @@ def test_every_stage_has_help():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     for name in sub.choices:
-        out = subprocess.run([sys.executable, "-m", "kale_ray.cli", name, "--help"],
+        out = subprocess.run([sys.executable, "-m", "kale_ray", name, "--help"],
                              capture_output=True, text=True)
         assert out.returncode == 0 and "usage:" in out.stdout, name
 

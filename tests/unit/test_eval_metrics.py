@@ -2,8 +2,9 @@
 
 import pytest
 
+from kale_ray.data.answers import exact_match, extract_answer
 from kale_ray.eval.known import shares
-from kale_ray.eval.metrics import exact_match, extract_answer, mc_scores
+from kale_ray.eval.metrics import mc_scores
 from kale_ray.eval.scorers import ScoringError, continuation_logprob
 
 

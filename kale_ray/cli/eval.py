@@ -6,19 +6,20 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from kale_ray.cli import add_config_args
+    from kale_ray.cli.args import add_config_args
 
     parser = sub.add_parser(
         "eval", help="score models on benchmarks (log-likelihood MC, BBH exact match, known&incorrect)",
-        description="Each --model is SPEC or METHOD=SPEC; SPEC is a checkpoint path, a registered name or a "
-                    "served model http://127.0.0.1:8000/v1#model-name (scored through the API).")
-    parser.add_argument("--model", "-m", action="append", required=True, metavar="[METHOD=]SPEC",
+        description="Without --model: the base model and every trained method of the config's run, on its "
+                    "held-out split, into <workdir>/<run>/results. Each --model is SPEC or METHOD=SPEC; SPEC is "
+                    "a checkpoint path, a registered name or a served model http://127.0.0.1:8000/v1#model-name.")
+    parser.add_argument("--model", "-m", action="append", default=None, metavar="[METHOD=]SPEC",
                         help="model to score (repeat to compare methods in one table and chart)")
     parser.add_argument("--benchmark", "-b", action="append", metavar="NAME_OR_PATH",
                         help="benchmark name or file (repeatable; default: eval.benchmarks)")
     parser.add_argument("--limit", type=int, default=None, help="score at most N items per benchmark")
     parser.add_argument("--probes", default=None, help="paths or rationales artifact for known&incorrect")
-    parser.add_argument("--out", "-o", required=True, help="results directory")
+    parser.add_argument("--out", "-o", default=None, help="results directory (default: <workdir>/<run>/results)")
     add_config_args(parser)
     parser.set_defaults(func=_run)
 
@@ -36,8 +37,10 @@ def parse_models(items: list[str]) -> dict[str, str]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from kale_ray.config import load_config
-    from kale_ray.eval.run import run_eval
+    from kale_ray.eval.run import run_eval, run_eval_stage
 
     overrides = list(args.overrides)
     if args.benchmark:
@@ -45,5 +48,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.limit is not None:
         overrides.append(f"eval.limit={args.limit}")
     cfg = load_config(args.config, overrides)
-    run_eval(cfg, parse_models(args.model), args.out, probes=args.probes)
+    out = Path(args.out) if args.out else None
+    if args.model:
+        run_eval(cfg, parse_models(args.model), out or cfg.stage_dir("results"), probes=args.probes)
+    else:
+        run_eval_stage(cfg, probes=Path(args.probes) if args.probes else None, out=out)
     return 0

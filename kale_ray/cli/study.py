@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from kale_ray.cli import add_config_args
+    from kale_ray.cli.args import add_config_args
 
     parser = sub.add_parser("study", help="run the KALE study (every variant's pipeline) and write its results page")
     cmds = parser.add_subparsers(dest="study_command", required=True)

@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from kale_ray.cli import add_config_args
+    from kale_ray.cli.args import add_config_args
 
     parser = sub.add_parser("serve", help="serve models and LoRA adapters through an OpenAI-compatible API",
                             description="Serves serve.models (default: model.name_or_path). Shortcuts: "

@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from kale_ray.cli import add_config_args
+    from kale_ray.cli.args import add_config_args
 
     parser = sub.add_parser(
         "probe", help="knowledge probe (KA2L): known/unknown labels, hidden states, AUROC by layer",

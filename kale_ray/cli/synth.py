@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from kale_ray.cli import add_config_args
+    from kale_ray.cli.args import add_config_args
 
     parser = sub.add_parser("synth", help="write KG-guided rationales for the training split (KI)")
     parser.add_argument("--paths", default=None,

@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from kale_ray.cli import add_config_args
+    from kale_ray.cli.args import add_config_args
 
     parser = sub.add_parser("data", help="list and inspect benchmarks and their train/test split")
     cmds = parser.add_subparsers(dest="data_command", required=True)

@@ -6,7 +6,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from kale_ray.cli import add_config_args
+    from kale_ray.cli.args import add_config_args
 
     add_config_args(parser)
     parser.add_argument("--method", choices=["ka", "sft", "ce-rationale"], default=None,

@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from kale_ray.cli import add_config_args
+    from kale_ray.cli.args import add_config_args
 
     parser = sub.add_parser("kg", help="build knowledge graphs, link entities, search KG paths")
     cmds = parser.add_subparsers(dest="kg_command", required=True)

@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from kale_ray.cli import add_config_args
+    from kale_ray.cli.args import add_config_args
 
     parser = sub.add_parser("pipeline", help="run the whole pipeline (resumes after a crash)")
     add_config_args(parser)
