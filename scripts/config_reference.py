@@ -84,15 +84,14 @@ def type_text(annotation: Any) -> str:
         return "any"
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is typing.Literal:
-        return "one of " + ", ".join(json.dumps(a) for a in args)
+        values = [json.dumps(a) for a in args]
+        return values[0] if len(values) == 1 else "one of " + ", ".join(values)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(type_text(a) for a in args)
     if origin in (list, tuple, set):
         return f"{origin.__name__}[{', '.join(type_text(a) for a in args if a is not Ellipsis)}]"
     if origin is dict:
         return f"dict[{', '.join(type_text(a) for a in args)}]"
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return "entry (keys below)"
     if isinstance(annotation, type) and issubclass(annotation, Path):
         return "path"
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
@@ -130,23 +129,44 @@ def _item_model(annotation: Any) -> tuple[str, type[BaseModel]] | None:
     return None
 
 
-def rows(model: type[BaseModel], prefix: str = "") -> list[Row]:
-    """Every leaf of the tree in declaration order; nested sections and list/dict entries expanded."""
-    out: list[Row] = []
+class Block(NamedTuple):
+    """One table of the page: a section's own keys (`key` "" is the top level), under its docstring."""
+
+    key: str
+    doc: str
+    rows: list[Row]
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def blocks(model: type[BaseModel], key: str = "") -> list[Block]:
+    """A section's leaves in declaration order (list and mapping entries expanded in place), then each
+    nested section as a block of its own."""
+    own: list[Row] = []
+    nested: list[Block] = []
     for name, field in model.model_fields.items():
-        key = f"{prefix}{name}"
+        child = f"{key}.{name}" if key else name
         annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            out.extend(rows(annotation, key + "."))
+        if _is_model(annotation):
+            nested.extend(blocks(annotation, child))
             continue
-        item = _item_model(annotation)
-        type_name = type_text(annotation)
-        if item is not None:
-            type_name = ("list" if item[0] == "[]" else "mapping") + " of entries (keys below)"
-        meaning = " ".join((field.description or "").split())
-        out.append(Row(key, type_name, default_text(field), meaning))
-        if item is not None:
-            out.extend(rows(item[1], key + item[0] + "."))
+        own.extend(_leaf_rows(child, field))
+    doc = " ".join((vars(model).get("__doc__") or "").split()) if key else ""
+    return [Block(key, doc, own), *nested]
+
+
+def _leaf_rows(key: str, field: FieldInfo) -> list[Row]:
+    item = _item_model(field.annotation)
+    meaning = " ".join((field.description or "").split())
+    if item is None:
+        return [Row(key, type_text(field.annotation), default_text(field), meaning)]
+    suffix, entry = item
+    kind = "list" if suffix == "[]" else "mapping"
+    out = [Row(key, f"{kind} of entries (keys below)", default_text(field), meaning)]
+    for name, sub in entry.model_fields.items():
+        out.extend(_leaf_rows(f"{key}{suffix}.{name}", sub))
     return out
 
 
@@ -162,26 +182,21 @@ def _cell(text: str) -> str:
 def render() -> str:
     from kale_ray.config import KaleConfig
 
-    all_rows = rows(KaleConfig)
-    sections: dict[str, list[Row]] = {}
-    for row in all_rows:
-        head = row.key.split(".")[0].split("[")[0]
-        section = head if head in KaleConfig.model_fields and _is_section(KaleConfig.model_fields[head]) else ""
-        sections.setdefault(section, []).append(row)
     parts = [HEADER]
-    for section, section_rows in sections.items():
-        title = f"`{section}`" if section else "Top level"
-        parts.append(f"\n## {title}\n")
-        if section in SECTION_PAGES:
-            parts.append(f"\nWhat these keys do in context: [{SECTION_PAGES[section]}]({SECTION_PAGES[section]}).\n")
-        parts.append("\n| key | type | default | meaning |\n|---|---|---|---|\n")
-        for row in section_rows:
+    for block in blocks(KaleConfig):
+        if not block.rows:
+            continue
+        depth = block.key.count(".")
+        parts.append(f"\n{'#' * (2 + depth)} {f'`{block.key}`' if block.key else 'Top level'}\n\n")
+        if block.doc:
+            parts.append(_cell(block.doc) + "\n\n")
+        page = SECTION_PAGES.get(block.key)
+        if page:
+            parts.append(f"What these keys do in context: [{page}]({page}).\n\n")
+        parts.append("| key | type | default | meaning |\n|---|---|---|---|\n")
+        for row in block.rows:
             parts.append(f"| `{row.key}` | {_cell(row.type)} | {_cell(row.default)} | {_cell(row.meaning)} |\n")
     return "".join(parts)
-
-
-def _is_section(field: FieldInfo) -> bool:
-    return isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
 
 
 def main() -> int:
