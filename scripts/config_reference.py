@@ -55,7 +55,7 @@ line, each `key=value` with the value read as YAML:
 ```bash
 kale-ray pipeline --config configs/demo.yaml data.limit_train=32 run_name=quick
 kale-ray config show --config configs/demo.yaml data.limit_train=32   # the resolved tree, as YAML
-kale-ray config keys                                                  # this table, as markdown
+kale-ray config keys                                                  # every key in one flat table
 ```
 
 Errors name the key and what was wrong with it: `<key>: unknown key`, `<key>: Input should be a valid
