@@ -4,34 +4,54 @@ set before the libraries it configures are imported. A value already set by the 
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 # Every process: progress lines reach `ray job logs --follow` at once; tokenizers do not fork threads
-# inside Ray workers.
+# inside Ray workers; Ray Train leaves `print` alone (its patch sends each line both to the console
+# and to a logger that prints it again).
 DEFAULTS: dict[str, str] = {
     "PYTHONUNBUFFERED": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
 }
 
-# Library chatter that buries the stage's own progress lines, off unless --verbose.
+# Library chatter that buries the stages' own progress lines, off unless --verbose.
 QUIET: dict[str, str] = {
     "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+    "RAY_DATA_LOGGING_CONFIG": str(Path(__file__).with_name("ray_data_logging.yaml")),
     "TRANSFORMERS_VERBOSITY": "error",
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
 }
 
-# Offline mode: the embedded default and the tests load models only from local files; clusters that
+# Offline mode: the embedded default and the tests load models from local files only; clusters that
 # download hub models leave it unset.
 OFFLINE: dict[str, str] = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
+VERBOSE = "KALE_VERBOSE"
 
-def apply_defaults(verbose: bool = False) -> None:
-    """Set the defaults in this process (and so in the local Ray cluster it starts). `verbose` keeps
-    every library's output and is remembered in KALE_VERBOSE for the code that quiets Ray Data."""
-    if verbose:
-        os.environ["KALE_VERBOSE"] = "1"
-    for key, value in {**DEFAULTS, **({} if verbose or os.environ.get("KALE_VERBOSE") else QUIET)}.items():
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE, "") not in ("", "0")
+
+
+def apply_defaults(verbose_logs: bool = False) -> None:
+    """Set the defaults in this process (and so in a local Ray cluster it starts). `verbose_logs`
+    keeps every library's output, and is remembered in KALE_VERBOSE for the code that reads it."""
+    if verbose_logs:
+        os.environ[VERBOSE] = "1"
+    for key, value in {**DEFAULTS, **({} if verbose() else QUIET)}.items():
         os.environ.setdefault(key, value)
 
+
+def worker_env_vars() -> dict[str, str]:
+    """The defaults this process runs with, for a job's Ray workers on other nodes (whose environment
+    is the cluster's, not the driver's). Keys the submitted job's runtime_env already sets are left to
+    it: Ray refuses to merge a driver's runtime_env that sets the same variable."""
+    keys = [*DEFAULTS, *QUIET, *OFFLINE, VERBOSE]
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}") or "{}")
+    taken = set(((job.get("runtime_env") or {}).get("env_vars") or {}))
+    return {k: os.environ[k] for k in keys if k in os.environ and k not in taken}

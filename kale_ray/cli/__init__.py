@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kale_ray import env
 
     args = build_parser().parse_args(argv)
-    env.apply_defaults(verbose=args.verbose)
+    env.apply_defaults(verbose_logs=args.verbose)
     try:
         result = args.func(args)
     except ConfigError as err:

@@ -17,9 +17,10 @@ def build_trainer(tc: TrainConfig, run_dir: Path, dataset: Any, loop_config: dic
     the storage folder, so `ray.train.get_checkpoint()` hands the workers the latest checkpoint.
     """
     from ray.data import ExecutionOptions
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from kale_ray.env import verbose
     from kale_ray.train.loop import train_loop_per_worker
 
     resources: dict[str, float] = {"CPU": tc.cpus_per_worker}
@@ -29,7 +30,9 @@ def build_trainer(tc: TrainConfig, run_dir: Path, dataset: Any, loop_config: dic
     run = RunConfig(
         name=STORAGE_NAME, storage_path=str(Path(run_dir).resolve()),
         checkpoint_config=CheckpointConfig(num_to_keep=tc.keep_checkpoints),
-        failure_config=FailureConfig(max_failures=tc.max_failures))
+        failure_config=FailureConfig(max_failures=tc.max_failures),
+        # Ray Train's own INFO lines (resource requests, worker-group starts) only with --verbose.
+        logging_config=LoggingConfig(log_level="INFO" if verbose() else "WARNING"))
     data_config = DataConfig(execution_options=ExecutionOptions(preserve_order=True))
     return TorchTrainer(
         train_loop_per_worker, train_loop_config=loop_config, scaling_config=scaling, run_config=run,
