@@ -53,5 +53,5 @@ def worker_env_vars() -> dict[str, str]:
     it: Ray refuses to merge a driver's runtime_env that sets the same variable."""
     keys = [*DEFAULTS, *QUIET, *OFFLINE, VERBOSE]
     job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}") or "{}")
-    taken = set(((job.get("runtime_env") or {}).get("env_vars") or {}))
+    taken = set((job.get("runtime_env") or {}).get("env_vars") or {})
     return {k: os.environ[k] for k in keys if k in os.environ and k not in taken}
