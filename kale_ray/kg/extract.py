@@ -205,7 +205,7 @@ def _run_actors(cfg, todo: pa.Table, kg_dir: Path, out: Path, next_index: int) -
     blocks = [todo.slice(i, size) for i in range(0, todo.num_rows, size)]
     ds = ray.data.from_arrow(blocks).map_batches(
         PathsActor, batch_size=size, batch_format="pyarrow",
-        compute=ActorPoolStrategy(size=min(cfg.paths.workers, len(blocks))), num_cpus=cfg.paths.worker_cpus,
+        compute=ActorPoolStrategy(size=max(1, min(cfg.paths.workers, len(blocks)))), num_cpus=cfg.paths.worker_cpus,
         fn_constructor_kwargs={"kg_dir": str(kg_dir.resolve()), "kg_cfg": cfg.kg.model_dump(mode="json"),
                                "paths_cfg": cfg.paths.model_dump(mode="json"), "seed": cfg.seed})
     # Ray Data starts pool actors with max_restarts=-1 and max_task_retries=-1 (ActorPoolMapOperator), so a

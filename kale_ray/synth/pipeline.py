@@ -68,6 +68,6 @@ def rationale_dataset(table: pa.Table, spec: dict[str, Any], cfg: Any):  # noqa:
         # max_restarts has no named parameter in Ray 2.60 and still travels as a remote arg.
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
         # No more actors than batches: an idle actor only loads a model (and Ray Data warns about it).
-        pool = ActorPoolStrategy(size=min(cfg.workers, len(blocks)))
+        pool = ActorPoolStrategy(size=max(1, min(cfg.workers, len(blocks))))
         return ds.map_batches(SynthWorker, fn_constructor_kwargs={"spec": spec}, batch_size=size,
                               batch_format="pyarrow", compute=pool, **remote)
