@@ -28,7 +28,12 @@ class SynthConfig(BaseModel):
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's API key.")
     concurrency: int = Field(8, ge=1, description="Requests in flight per actor (openai backend).")
     timeout_s: float = Field(60.0, gt=0, description="Per-request timeout (openai backend).")
-    max_retries: int = Field(4, ge=0, description="Retries with backoff on 429/5xx (openai backend).")
+    max_retries: int = Field(
+        4, ge=0, description="Retries with backoff after a failed request: connection error, timeout, 5xx other than 503 "
+                             "(openai backend).")
+    busy_wait_s: float = Field(
+        600.0, gt=0, description="How long a request waits out a busy server (429/503, Retry-After honoured) before it "
+                                 "becomes an error row: a time budget, not a count, so a slow machine loses no rows.")
     retry_backoff_s: float = Field(0.5, ge=0, description="First backoff of the openai backend; doubles each retry (Retry-After wins).")
     max_model_len: int | None = Field(
         None, ge=16, description="Context length of the writer (default: the model's); longer prompts become error rows.")

@@ -1,15 +1,21 @@
 """`ray job submit` of the pipeline onto a real `ray start --head` cluster, logs followed; the first
-submission is stopped mid-pipeline (its driver dies) and a re-submission finishes the rest."""
+submission is stopped mid-pipeline (its driver dies) and a re-submission finishes the rest.
+
+The whole pipeline twice (about 11 minutes on 2 cores): marked slow, run by `scripts/test.sh slow`."""
 
 import json
 import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from kale_ray.artifacts import read_parts
 from tests.ray.local_head import local_head, ray_bin
 
 REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
 
 
 def _ray(head, verb: str, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess:

@@ -1,9 +1,11 @@
 """Any OpenAI-compatible chat endpoint: a vLLM server, the project's Serve app, a hosted model.
 
 Plain HTTP (requests) with a thread pool: `concurrency` requests in flight per actor, a timeout per
-request, retries with exponential backoff on connection errors, timeouts, 429 and 5xx (a Retry-After
-header wins). Other 4xx answers are the request's fault and are not retried. A request that still fails
-becomes an error row; the job goes on.
+request. A busy server (429, 503) is waited out within a time budget (`busy_wait_s`, Retry-After
+honoured): it is live and will answer, so however slow the machine, a full queue costs time, never rows.
+Failures (connection errors, timeouts, other 5xx, 408/409/425) are retried `max_retries` times with
+exponential backoff. Other 4xx answers are the request's fault and are not retried. A request that still
+fails becomes an error row; the job goes on.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from typing import Any
 
 from kale_ray.synth.backends.base import Backend, Generation, Request, sampling
 
-RETRY_STATUS = {408, 409, 425, 429}
+BUSY_STATUS = {429, 503}
+RETRY_STATUS = {408, 409, 425}
+MAX_BACKOFF_S = 10.0
 
 
 def _retryable(status: int) -> bool:
-    return status in RETRY_STATUS or status >= 500
+    return status in BUSY_STATUS or status in RETRY_STATUS or status >= 500
 
 
 class OpenAIBackend(Backend):
@@ -68,25 +72,35 @@ class OpenAIBackend(Backend):
                 "temperature": self.cfg.temperature, "top_p": self.cfg.top_p, "seed": self.seed}
         prompt = self.render(req.messages)
         last = ""
-        attempts = self.cfg.max_retries + 1
-        for attempt in range(attempts):
-            wait = self.cfg.retry_backoff_s * (2 ** attempt)
+        failures = busy = 0
+        busy_until = time.monotonic() + self.cfg.busy_wait_s
+        while True:
+            wait = min(self.cfg.retry_backoff_s * (2 ** min(failures + busy, 16)), MAX_BACKOFF_S)
             try:
                 resp = self._session().post(self.url, json=body, headers=self.headers, timeout=self.cfg.timeout_s)
             except requests.RequestException as err:
-                last = f"{type(err).__name__}: {err}"
+                last, failures = f"{type(err).__name__}: {err}", failures + 1
             else:
                 if resp.status_code == 200:
-                    return self._parse(resp, prompt, attempt)
+                    return self._parse(resp, prompt, failures + busy)
                 last = f"HTTP {resp.status_code}: {resp.text[:300]}"
                 if not _retryable(resp.status_code):
                     kind = "context_length" if "context" in resp.text.lower() else "endpoint"
-                    return Generation(error=last, error_kind=kind, prompt=prompt, extra={"retries": attempt})
+                    return Generation(error=last, error_kind=kind, prompt=prompt,
+                                      extra={"retries": failures + busy})
                 wait = _retry_after(resp.headers.get("Retry-After"), wait)
-            if attempt + 1 < attempts:
-                time.sleep(wait)
-        return Generation(error=f"endpoint error after {attempts} attempts: {last}", error_kind="endpoint",
-                          prompt=prompt, extra={"retries": attempts - 1})
+                if resp.status_code in BUSY_STATUS:
+                    busy += 1
+                    if time.monotonic() + wait <= busy_until:
+                        time.sleep(wait)
+                        continue
+                    return Generation(error=f"server still busy after {self.cfg.busy_wait_s:.0f} s: {last}",
+                                      error_kind="endpoint", prompt=prompt, extra={"retries": failures + busy})
+                failures += 1
+            if failures > self.cfg.max_retries:
+                return Generation(error=f"endpoint error after {failures} attempts: {last}", error_kind="endpoint",
+                                  prompt=prompt, extra={"retries": failures + busy - 1})
+            time.sleep(wait)
 
     def _parse(self, resp: Any, prompt: str, retries: int) -> Generation:
         try:
