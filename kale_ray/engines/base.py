@@ -55,6 +55,7 @@ class EngineBase:
     context_length: int
     vocab_size: int
     adapters: list[str]
+    default_adapter: str | None = None  # what `adapter=None` runs: a bare adapter directory's own LoRA
     scoring_tokens = 0  # tokens an engine must generate to score a prompt (vLLM: 1), so room it needs
 
     # -- text <-> tokens -------------------------------------------------------------------------

@@ -48,6 +48,7 @@ class HFEngine(EngineBase):
         self.tokenizer = load_tokenizer(ckpt)
         self.model = load_causal_lm(ckpt, dtype=dtype, device=self.device)
         self.adapters: list[str] = list(ckpt.adapters)
+        self.default_adapter = ckpt.default_adapter
         config = self.model.config
         self.context_length = int(getattr(config, "max_position_embeddings", 2048) or 2048)
         self.vocab_size = int(config.vocab_size)
@@ -79,6 +80,8 @@ class HFEngine(EngineBase):
     # -- adapters ----------------------------------------------------------------------------------
     @contextmanager
     def _use(self, adapter: str | None) -> Iterator[None]:
+        """Run with `adapter` active; None: the model itself (its default adapter, else the base)."""
+        adapter = adapter if adapter is not None else self.default_adapter
         if not self.adapters:
             if adapter is not None:
                 raise KeyError(adapter)

@@ -22,18 +22,20 @@ BARE_ADAPTER = "adapter"  # the name a bare adapter directory's LoRA gets on its
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """Where a model's weights come from: a base checkpoint (directory or hub id) and the LoRA
-    adapters (name -> directory) to load on it."""
+    """Where a model's weights come from: a base checkpoint (directory or hub id), the LoRA adapters
+    (name -> directory) to load on it, and the adapter that stands for the model itself (a bare
+    adapter directory's own: the spec names the tuned model, never its base alone)."""
 
     base: str
     adapters: dict[str, str] = field(default_factory=dict)
+    default_adapter: str | None = None
 
 
 def resolve_checkpoint(spec: str | Path | Checkpoint, adapters: Mapping[str, str] | None = None,
                        cache_dir: Path | None = None) -> Checkpoint:
     """A spec (see the module doc) plus extra adapters -> the base to load and every adapter on it."""
     if isinstance(spec, Checkpoint):
-        return Checkpoint(spec.base, {**spec.adapters, **(adapters or {})})
+        return Checkpoint(spec.base, {**spec.adapters, **(adapters or {})}, spec.default_adapter)
     path = resolve_model(str(spec), cache_dir)
     found: dict[str, str] = {}
     adapter_config = Path(path) / "adapter_config.json"
@@ -43,7 +45,7 @@ def resolve_checkpoint(spec: str | Path | Checkpoint, adapters: Mapping[str, str
     duplicate = set(found) & set(adapters or {})
     if duplicate:
         raise ValueError(f"adapter name {sorted(duplicate)} is taken by the bare adapter {spec}")
-    return Checkpoint(str(path), {**found, **(adapters or {})})
+    return Checkpoint(str(path), {**found, **(adapters or {})}, BARE_ADAPTER if found else None)
 
 
 def torch_dtype(dtype: str) -> Any:
@@ -71,7 +73,7 @@ def load_causal_lm(spec: str | Path | Checkpoint, *, dtype: str = "auto", device
                    adapters: Mapping[str, str] | None = None, trainable: bool = False,
                    cache_dir: Path | None = None) -> Any:
     """The model of `spec` (with `adapters`, name -> directory, as one peft model whose first adapter
-    is active), in `dtype`, moved to `device` ("auto": GPU if any; None: where transformers put it).
+    is active: a bare adapter directory's own comes first), in `dtype`, moved to `device` ("auto": GPU if any; None: where transformers put it).
     Not `trainable`: eval mode and no gradients, for scoring and generating. `trainable`: gradients on
     and loaded adapters trainable, the mode left as transformers leaves it (eval: the base's dropout
     off, as training has always run); new LoRA layers for training are the trainer's business."""

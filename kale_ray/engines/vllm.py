@@ -55,10 +55,13 @@ class VLLMEngine(EngineBase):
         self.context_length = int(model_config.max_model_len)
         self.vocab_size = int(model_config.get_vocab_size())
         self.adapters = list(ckpt.adapters)
+        self.default_adapter = ckpt.default_adapter
         self._lora = {name: LoRARequest(name, i + 1, str(p)) for i, (name, p) in enumerate(ckpt.adapters.items())}
         self._lock = threading.Lock()
 
     def _request(self, adapter: str | None) -> Any:
+        """The LoRARequest of `adapter`; None: the model itself (its default adapter, else the base)."""
+        adapter = adapter if adapter is not None else self.default_adapter
         if adapter is None:
             return None
         if adapter not in self._lora:

@@ -38,10 +38,9 @@ class LocalScorer:
     def __init__(self, spec: str, dtype: str = "float32", device: str = "auto", batch_size: int = 8,
                  cache_dir: Path | None = None) -> None:
         from kale_ray.engines.hf import HFEngine
-        from kale_ray.engines.loading import BARE_ADAPTER
 
         self.engine = HFEngine(spec, dtype=dtype, device=device, max_batch_seqs=batch_size, cache_dir=cache_dir)
-        self.adapter = BARE_ADAPTER if BARE_ADAPTER in self.engine.adapters else None  # a bare LoRA adapter dir
+        self.adapter = self.engine.default_adapter  # a bare LoRA adapter dir's own
 
     def loglikelihood(self, pairs: list[tuple[str, str]]) -> list[float]:
         return [ll for ll, _ in self.engine.loglikelihood(pairs, self.adapter)]
