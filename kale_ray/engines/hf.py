@@ -269,23 +269,24 @@ class HFEngine(EngineBase):
                 logits = step.logits[:, -1].float()
             logprobs = torch.log_softmax(logits, -1)
             greedy = logits.argmax(-1).tolist()
+            picks = [greedy[k] if reqs[i].temperature <= 0
+                     else self._pick(logits[k], reqs[i].temperature, reqs[i].top_p, generators[i])
+                     for k, i in enumerate(live)]
+            chosen = logprobs[torch.arange(len(live), device=dev), torch.tensor(picks, device=dev)].tolist()
             for k, i in enumerate(live):
-                r, state = reqs[i], states[i]
-                token = greedy[k] if r.temperature <= 0 else self._pick(logits[k], r.temperature, r.top_p,
-                                                                       generators[i])
-                self._advance(r, state, token, logprobs[k])
+                entry = {picks[k]: chosen[k]}
+                if reqs[i].top > 0:
+                    values, indices = logprobs[k].topk(reqs[i].top)
+                    entry = {**dict(zip(indices.tolist(), values.tolist(), strict=True)), **entry}
+                self._advance(reqs[i], states[i], picks[k], entry)
         return [self._finished(r, s, p) for r, s, p in zip(reqs, states, prompts, strict=True)]
 
-    def _advance(self, r: GenerationRequest, state: _Decoding, token: int, logprobs: Any) -> None:
-        """Append `token` to a row and decide whether the row is done: EOS, a stop string, or its budget."""
-        lp = float(logprobs[token])
-        entry = {token: lp}
-        if r.top > 0:
-            values, indices = logprobs.topk(r.top)
-            entry = {**dict(zip(indices.tolist(), values.tolist(), strict=True)), **entry}
+    def _advance(self, r: GenerationRequest, state: _Decoding, token: int, top: dict[int, float]) -> None:
+        """Append `token` (`top`: its log-prob and the top ones) to a row and decide whether the row is
+        done: EOS, a stop string, or its budget."""
         state.ids.append(token)
-        state.logprobs.append(lp)
-        state.top.append(entry)
+        state.logprobs.append(top[token])
+        state.top.append(top)
         if token in self.eos_ids:
             state.finish, state.done = "stop", True
             return
