@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from kale_ray.engines.base import EngineBase, Generation, GenerationRequest, Scored
-from kale_ray.engines.loading import Checkpoint, load_causal_lm, load_tokenizer, pick_device, resolve_checkpoint
+from kale_ray.engines.loading import (
+    Checkpoint,
+    load_causal_lm,
+    load_tokenizer,
+    pick_device,
+    resolve_checkpoint,
+)
 
 CONT_CHUNK_TOKENS = 1024  # continuation tokens per forward when scoring on a shared context
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kale_ray.engines.base import EngineBase
+from kale_ray.engines.base import EngineBase, GenerationRequest
 from kale_ray.engines.base import Generation as EngineGeneration
-from kale_ray.engines.base import GenerationRequest
 from kale_ray.synth.backends.base import Backend, Generation, Request, context_error, sampling
 
 
