@@ -63,7 +63,7 @@ def main() -> None:
 
     import torch
 
-    from kale_ray.model.prepare import resolve_model
+    from kale_ray.engines.registry import resolve_model
     from kale_ray.synth.backends import make_backend
     from kale_ray.synth.config import SynthConfig
 

@@ -47,9 +47,9 @@ def main() -> int:
     from kale_ray.config import load_config
     from kale_ray.data.benchmarks import load_benchmark
     from kale_ray.data.format import answer_text, prompt_text
+    from kale_ray.engines.registry import resolve_model
     from kale_ray.eval.metrics import mc_scores
     from kale_ray.eval.scorers import APIScorer, LocalScorer
-    from kale_ray.model.prepare import resolve_model
     from kale_ray.serving.app import build_app
 
     cfg = load_config(None, [f"serve.replica_cpus={args.cpus / 2}"])

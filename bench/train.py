@@ -37,10 +37,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from transformers import AutoTokenizer
-
     from kale_ray.config import load_config
-    from kale_ray.model.prepare import prepare_model
+    from kale_ray.engines.loading import load_tokenizer
+    from kale_ray.engines.registry import prepare_model
     from kale_ray.train.collate import tokenize_rows
     from kale_ray.train.config import TrainConfig
     from kale_ray.train.loop import build_model, train_step
@@ -49,7 +48,7 @@ def main() -> None:
 
     cfg = load_config()
     path = str(prepare_model("smollm2-135m-instruct"))
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = load_tokenizer(path)
     rows = with_rationales(arc_rows(cfg.data_root, args.batch * 4))
     device = torch.device(args.device)
     total = 2 * (args.steps + 1)

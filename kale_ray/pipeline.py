@@ -77,10 +77,10 @@ class Pipeline:
 
 def run_pipeline(cfg) -> dict[str, Any]:  # noqa: ANN001 (KaleConfig)
     from kale_ray.data.stage import read_split, run_data_stage
+    from kale_ray.engines.registry import resolve_model
     from kale_ray.eval.run import run_eval
     from kale_ray.kg.extract import run_paths_stage
     from kale_ray.kg.stage import run_kg_stage
-    from kale_ray.model.prepare import resolve_model
     from kale_ray.probe.stage import run_probe_stage
     from kale_ray.probe.uses import select_rows
     from kale_ray.ray_utils import init_ray

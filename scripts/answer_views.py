@@ -17,9 +17,10 @@ from pathlib import Path
 
 def answer_view_stats(model_path: str, rows: list[dict]) -> dict[str, float]:
     import torch
-    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    from kale_ray.engines.loading import load_causal_lm
+
+    model = load_causal_lm(model_path, dtype="float32")
     sums = {"ce_plain": 0.0, "ce_rationale": 0.0, "kl_plain_to_rationale": 0.0, "top1_plain": 0.0,
             "top1_rationale": 0.0}
     tokens = 0

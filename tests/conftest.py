@@ -32,7 +32,7 @@ def data_root() -> Path:
 @pytest.fixture(scope="session")
 def smollm2_path() -> Path:
     """The real SmolLM2-135M-Instruct, converted once into the user cache (about 30 s the first time)."""
-    from kale_ray.model.prepare import prepare_model
+    from kale_ray.engines.registry import prepare_model
 
     return prepare_model("smollm2-135m-instruct")
 

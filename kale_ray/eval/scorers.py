@@ -7,7 +7,6 @@ written `http://host:port/v1#model-name`.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -38,24 +37,19 @@ class LocalScorer:
 
     def __init__(self, spec: str, dtype: str = "float32", device: str = "auto", batch_size: int = 8,
                  cache_dir: Path | None = None) -> None:
-        from kale_ray.model.prepare import resolve_model
-        from kale_ray.serving.hf_engine import HFEngine
+        from kale_ray.engines.hf import HFEngine
 
-        path = resolve_model(spec, cache_dir)
-        adapters = None
-        adapter_config = Path(path) / "adapter_config.json"
-        if adapter_config.is_file():  # a bare LoRA adapter: load its base, then the adapter
-            base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
-            adapters, path = {"adapter": str(path)}, resolve_model(base, cache_dir)
-        self.adapter = "adapter" if adapters else None
-        self.engine = HFEngine(path, adapters=adapters, dtype=dtype, device=device, max_batch_seqs=batch_size)
+        self.engine = HFEngine(spec, dtype=dtype, device=device, max_batch_seqs=batch_size, cache_dir=cache_dir)
+        self.adapter = self.engine.default_adapter  # a bare LoRA adapter dir's own
 
     def loglikelihood(self, pairs: list[tuple[str, str]]) -> list[float]:
         return [ll for ll, _ in self.engine.loglikelihood(pairs, self.adapter)]
 
     def generate(self, prompts: list[str], max_tokens: int, stop: list[str]) -> list[str]:
-        return [self.engine.generate(self.engine.encode(p), max_tokens, stop=stop, adapter=self.adapter).text
-                for p in prompts]
+        from kale_ray.engines.base import GenerationRequest
+
+        requests = [GenerationRequest(self.engine.encode(p), max_tokens, stop=list(stop)) for p in prompts]
+        return [g.text for g in self.engine.generate_batch(requests, self.adapter)]
 
     def close(self) -> None:
         del self.engine

@@ -66,11 +66,10 @@ class HiddenStatesActor:
 
     def __init__(self, model_path: str, layers: list[int], dtype: str, max_length: int | None,
                  batch_size: int) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from kale_ray.engines.loading import load_causal_lm, load_tokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).eval()
+        self.tokenizer = load_tokenizer(model_path)
+        self.model = load_causal_lm(model_path, dtype=dtype)
         check_layers(self.model, layers)
         self.layers, self.batch_size = layers, batch_size
         context = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
@@ -117,7 +116,7 @@ def stage_hash(cfg: Any, rows: pa.Table, model_path: str) -> str:
 
 def run_hidden_stage(cfg: Any, rows: pa.Table, out: Path, model_path: str | None = None) -> Path:
     """Hidden states of `rows` (unique ids) into `out`; resumes, skips when complete for this config."""
-    from kale_ray.model.prepare import resolve_model
+    from kale_ray.engines.registry import resolve_model
 
     out = Path(out)
     model_path = str(model_path or resolve_model(cfg.model.name_or_path, cfg.model.cache_dir))

@@ -12,8 +12,8 @@ model's answer when it must answer with one of the options' texts, tempered by T
 samples of the model's answer, only cheaper than generating and matching text. Each row has its own
 generator, seeded from (seed, row id), so labels do not depend on batching or row order.
 
-Generative rows: `samples` generations (HFEngine.generate with temperature, one seed per sample),
-grouped by their normalised extracted answer.
+Generative rows: `samples` generations decoded as one batch (HFEngine.generate_batch with
+temperature, one seed per sample), grouped by their normalised extracted answer.
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ def is_multiple_choice(row: dict[str, Any]) -> bool:
 
 def label_rows(engine: Any, rows: list[dict[str, Any]], cfg: Any) -> pa.Table:  # engine: HFEngine
     """One label row per input row: the sampled groups, their entropy and known = entropy <= threshold."""
+    from kale_ray.engines.base import GenerationRequest
+
     seed = cfg.probe.seed if cfg.probe.seed is not None else cfg.seed
     samples, temp = cfg.probe.samples, cfg.probe.temperature
     mc = [r for r in rows if is_multiple_choice(r)]
@@ -88,13 +90,14 @@ def label_rows(engine: Any, rows: list[dict[str, Any]], cfg: Any) -> pa.Table:  
         ids = engine.encode(prompt_text(r["question"]))
         base = row_seed(seed, r["id"])
         try:
-            texts = [engine.generate(ids, cfg.probe.max_new_tokens, temperature=temp, seed=(base + k) % 2**63,
-                                     stop=["\n\n", "\nQuestion:"]).text for k in range(samples)]
+            gens = engine.generate_batch([
+                GenerationRequest(ids, cfg.probe.max_new_tokens, temperature=temp, seed=(base + k) % 2**63,
+                                  stop=["\n\n", "\nQuestion:"]) for k in range(samples)])
         except ValueError as err:  # ContextLengthError: the prompt does not fit; counted, never labelled
             print(f"probe labels: row {r['id']}: {err}", flush=True)
             groups[r["id"]] = ("error", [])
             continue
-        groups[r["id"]] = ("generative", [answer_group(t) for t in texts])
+        groups[r["id"]] = ("generative", [answer_group(g.text) for g in gens])
     out: dict[str, list[Any]] = {f.name: [] for f in LABEL_FIELDS}
     for r in rows:
         kind, answers = groups[r["id"]]

@@ -59,7 +59,7 @@ def run_labels(cfg: Any, splits: dict[str, pa.Table], model_path: str, out: Path
     if is_complete(out, config_hash):
         print(f"probe labels: {out} is complete for this config, skipping", flush=True)
         return {s: apply_threshold(pq.read_table(out / f"{s}.parquet"), cfg.probe.threshold) for s in splits}
-    from kale_ray.serving.hf_engine import HFEngine
+    from kale_ray.engines.hf import HFEngine
 
     engine = HFEngine(model_path, dtype=cfg.model.dtype, device=cfg.eval.device,
                       max_batch_seqs=cfg.eval.batch_size)
@@ -157,7 +157,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def run_probe_stage(cfg: Any, out: Path | None = None) -> Path:
     """The whole probe stage on the data stage's splits; skips itself when complete."""
     from kale_ray.data.stage import read_split, run_data_stage
-    from kale_ray.model.prepare import resolve_model
+    from kale_ray.engines.registry import resolve_model
     from kale_ray.probe.hidden import run_hidden_stage
 
     out = Path(out) if out else probe_dir(cfg)

@@ -32,14 +32,12 @@ from kale_ray.serving.openai_api import (
 
 def load_engine(backend: str, path: str, adapters: dict[str, str], dtype: str, device: str,
                 engine_kwargs: dict[str, Any]) -> Any:
-    from kale_ray.model.prepare import resolve_model
-
-    path = resolve_model(path)
+    """The replica's engine; `path` may be a registered name (prepared on first use)."""
     if backend == "vllm":
-        from kale_ray.serving.vllm_engine import VLLMEngine
+        from kale_ray.engines.vllm import VLLMEngine
 
         return VLLMEngine(path, adapters=adapters, dtype=dtype, **engine_kwargs)
-    from kale_ray.serving.hf_engine import HFEngine
+    from kale_ray.engines.hf import HFEngine
 
     return HFEngine(path, adapters=adapters, dtype=dtype, device=device)
 

@@ -23,6 +23,8 @@ from pydantic import (
     ValidationError,
 )
 
+from kale_ray.engines.base import ContextLengthError, GenerationRequest
+
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
@@ -135,8 +137,6 @@ def _prompts(engine: Any, req: CompletionRequest, max_prompts: int) -> list[tupl
 
 
 def _check_length(engine: Any, n_prompt: int, max_tokens: int) -> None:
-    from kale_ray.serving.hf_engine import ContextLengthError
-
     try:
         engine.check_length(n_prompt, max_tokens)
     except ContextLengthError as err:
@@ -176,11 +176,10 @@ def completion(engine: Any, req: CompletionRequest, adapter: str | None, default
         scored = engine.score([ids for ids, _, _ in prompts], adapter, top) if (req.echo and want_lp) else None
         results = [(None, scored[i] if scored else None) for i in range(len(prompts))]
     else:
-        results = []
-        for ids, _, _ in prompts:
-            gen = engine.generate(ids, max_tokens, float(req.temperature), float(req.top_p), req.stops(),
-                                  req.seed, adapter, top, echo=req.echo and want_lp)
-            results.append((gen, gen.prompt))
+        gens = engine.generate_batch([
+            GenerationRequest(ids, max_tokens, float(req.temperature), float(req.top_p), req.stops(), req.seed, top,
+                              echo=req.echo and want_lp) for ids, _, _ in prompts], adapter)
+        results = [(gen, gen.prompt) for gen in gens]
     for index, ((ids, offsets, text), (gen, prompt_scored)) in enumerate(zip(prompts, results, strict=True)):
         prompt_text = text if text is not None else engine.decode(ids)
         new_ids = gen.ids if gen else []

@@ -52,7 +52,7 @@ def writer_model(cfg: Any) -> str | None:
         return None
     if cfg.synth.backend == "openai":
         return name
-    from kale_ray.model.prepare import resolve_model
+    from kale_ray.engines.registry import resolve_model
 
     return resolve_model(name, cfg.model.cache_dir)
 

@@ -17,27 +17,24 @@ def _replace_dir(tmp: Path, target: Path) -> None:
 
 
 def export_final(checkpoint_dir: Path, base_model: str, out: Path, lora: bool) -> dict[str, str]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from kale_ray.engines.loading import load_causal_lm, load_tokenizer
 
     source = Path(checkpoint_dir) / EXPORT_DIR
     if not source.is_dir():
         raise FileNotFoundError(f"{source} is missing: the final checkpoint carries no exported weights")
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    tokenizer = load_tokenizer(base_model)
     written: dict[str, str] = {}
     tmp = out / f".final.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     if lora:
-        from peft import PeftModel
-
         adapter_tmp = out / f".adapter.tmp-{os.getpid()}"
         shutil.rmtree(adapter_tmp, ignore_errors=True)
         shutil.copytree(source, adapter_tmp)
         _replace_dir(adapter_tmp, out / "adapter")
         written["adapter"] = str(out / "adapter")
-        base = AutoModelForCausalLM.from_pretrained(base_model)
-        model = PeftModel.from_pretrained(base, str(out / "adapter")).merge_and_unload()
+        model = load_causal_lm(base_model, adapters={"default": str(out / "adapter")}).merge_and_unload()
     else:
-        model = AutoModelForCausalLM.from_pretrained(str(source))
+        model = load_causal_lm(source)
     model.config.use_cache = True
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)

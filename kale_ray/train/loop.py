@@ -25,11 +25,10 @@ def worker_env(use_gpu: bool) -> dict[str, str]:
 
 
 def build_model(path: str, tc: TrainConfig, trainable: bool = True) -> Any:
-    import torch
-    from transformers import AutoModelForCausalLM
+    from kale_ray.engines.loading import load_causal_lm
 
-    dtype = torch.bfloat16 if (tc.precision == "bf16" and not trainable) else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    dtype = "bfloat16" if (tc.precision == "bf16" and not trainable) else "float32"
+    model = load_causal_lm(path, dtype=dtype, trainable=trainable)
     model.config.use_cache = False
     if not trainable:
         model.eval()

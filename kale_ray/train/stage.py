@@ -73,7 +73,7 @@ def _run_key(cfg: Any, method: str, data_dir: Path) -> str:
 
 
 def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = None) -> Path:  # noqa: C901
-    from kale_ray.model.prepare import resolve_model
+    from kale_ray.engines.registry import resolve_model
     from kale_ray.ray_utils import init_ray
 
     if method not in METHODS:
@@ -94,9 +94,9 @@ def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = No
 
     started = time.monotonic()
     model_path = resolve_model(cfg.model.name_or_path, cfg.model.cache_dir)
-    from transformers import AutoTokenizer
+    from kale_ray.engines.loading import load_tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = load_tokenizer(model_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     tokens, report = tokenize_rows(tokenizer, rows, method, tc.max_length)
     if tc.shuffle:

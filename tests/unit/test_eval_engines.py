@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from kale_ray.engines.vllm import scored_from_prompt_logprobs
 from kale_ray.serving.openai_api import ApiError, CompletionRequest, parse_body, validate
-from kale_ray.serving.vllm_engine import scored_from_prompt_logprobs
 
 
 def _lp(value):

@@ -3,7 +3,8 @@
 import pytest
 
 from kale_ray.data.format import answer_text, prompt_text
-from kale_ray.serving.hf_engine import EngineBase, HFEngine
+from kale_ray.engines.base import EngineBase
+from kale_ray.engines.hf import HFEngine
 from tests.ray.serve_helpers import make_lora_adapter
 
 QUESTION = "Which gas do plants take in from the air to make food?"
@@ -38,7 +39,7 @@ def test_shared_context_scores_equal_whole_sequences(engine, adapter):
 
 
 def test_many_continuations_are_chunked_with_the_same_scores(engine, monkeypatch):
-    from kale_ray.serving import hf_engine
+    from kale_ray.engines import hf as hf_engine
 
     pairs = [("The following statement is true:\n", f"Plants take in gas number {i} at night.") for i in range(12)]
     whole = EngineBase.loglikelihood(engine, pairs)

