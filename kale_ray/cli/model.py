@@ -19,7 +19,7 @@ def _prepare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from kale_ray.artifacts import Manifest
-    from kale_ray.model.prepare import ModelError, prepare_model
+    from kale_ray.engines.registry import ModelError, prepare_model
 
     try:
         path = prepare_model(args.name, Path(args.cache_dir) if args.cache_dir else None, force=args.force)

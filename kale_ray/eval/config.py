@@ -20,7 +20,10 @@ class EvalConfig(BaseModel):
         64, ge=1, description="Most option sequences per forward pass in-process (also capped at 8192 tokens).")
     concurrency: int = Field(8, ge=1, description="Requests in flight when scoring through the Serve API.")
     request_timeout_s: float = Field(300.0, gt=0, description="Timeout of one request to a served model.")
-    max_retries: int = Field(6, ge=0, description="Retries of a request answered 429/503 (Retry-After honoured).")
+    max_retries: int = Field(
+        6, ge=0, description="Retries of a failed request to a served model (connection error, timeout, 5xx).")
+    busy_wait_s: float = Field(
+        600.0, gt=0, description="How long a request waits out a busy served model (429/503, Retry-After honoured).")
     api_key_env: str | None = Field(
         None, description="Environment variable holding the bearer key of a served model (null: none).")
     device: str = Field("auto", description="Device of in-process scoring: auto (cuda if present), cpu, cuda.")

@@ -8,7 +8,6 @@ written `http://host:port/v1#model-name`.
 from __future__ import annotations
 
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -57,16 +56,18 @@ class LocalScorer:
 
 class APIScorer:
     """Scores through `/v1/completions` with echo + logprobs: one request per item (all its options as
-    a prompt list), `concurrency` requests in flight, 429/503 retried after Retry-After."""
+    a prompt list), `concurrency` requests in flight, kale_ray.http_retry's policy: a busy server is
+    waited out within `busy_wait_s`, a failed request (connection reset, 500 from a dying replica,
+    timeout) retried `max_retries` times."""
 
     def __init__(self, spec: str, concurrency: int = 8, timeout_s: float = 300.0, max_retries: int = 6,
-                 api_key: str | None = None) -> None:
+                 api_key: str | None = None, busy_wait_s: float = 600.0) -> None:
         import requests
 
         base, _, model = spec.partition("#")
         self.base = base.rstrip("/")
         self.model = model or None
-        self.timeout_s, self.max_retries = timeout_s, max_retries
+        self.timeout_s, self.max_retries, self.busy_wait_s = timeout_s, max_retries, busy_wait_s
         self.pool = ThreadPoolExecutor(max_workers=concurrency)
         self.session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(pool_connections=concurrency, pool_maxsize=concurrency)
@@ -84,16 +85,15 @@ class APIScorer:
         return resp.json()
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        body = {"model": self.model, **body}
-        for attempt in range(self.max_retries + 1):
-            resp = self.session.post(self.base + path, json=body, timeout=self.timeout_s)
-            if resp.status_code == 200:
-                return resp.json()
-            if resp.status_code in (429, 503) and attempt < self.max_retries:
-                time.sleep(float(resp.headers.get("Retry-After", 1)) * (1 + attempt / 2))
-                continue
-            raise ScoringError(f"POST {self.base}{path}: {resp.status_code} {resp.text[:300]}")
-        raise AssertionError("unreachable")
+        from kale_ray.http_retry import post_json
+
+        out = post_json(self.session, self.base + path, {"model": self.model, **body}, timeout_s=self.timeout_s,
+                        max_retries=self.max_retries, busy_wait_s=self.busy_wait_s, backoff_s=0.5)
+        if out.error is None and out.response.status_code == 200:
+            return out.response.json()
+        if out.error is None:
+            raise ScoringError(f"POST {self.base}{path}: {out.response.status_code} {out.response.text[:300]}")
+        raise ScoringError(f"POST {self.base}{path}: {out.error}")
 
     def _item_lls(self, group: list[tuple[str, str]]) -> list[float]:
         out = self.post("/completions", {"prompt": [c + x for c, x in group], "max_tokens": 0, "echo": True,
@@ -149,5 +149,6 @@ def continuation_logprob(logprobs: dict[str, Any] | None, context_chars: int) ->
 def open_scorer(spec: str, cfg: Any) -> Scorer:  # cfg: KaleConfig
     if is_served(spec):
         key = os.environ.get(cfg.eval.api_key_env) if cfg.eval.api_key_env else None
-        return APIScorer(spec, cfg.eval.concurrency, cfg.eval.request_timeout_s, cfg.eval.max_retries, key)
+        return APIScorer(spec, cfg.eval.concurrency, cfg.eval.request_timeout_s, cfg.eval.max_retries, key,
+                         cfg.eval.busy_wait_s)
     return LocalScorer(spec, cfg.model.dtype, cfg.eval.device, cfg.eval.batch_size, cfg.model.cache_dir)

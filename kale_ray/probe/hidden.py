@@ -155,7 +155,7 @@ def _run_actors(cfg: Any, todo: pa.Table, model_path: str, out: Path, next_index
     blocks = [todo.slice(i, size) for i in range(0, todo.num_rows, size)]
     ds = ray.data.from_arrow(blocks).map_batches(
         HiddenStatesActor, batch_size=size, batch_format="pyarrow",
-        compute=ActorPoolStrategy(size=cfg.probe.workers), num_cpus=cfg.probe.worker_cpus,
+        compute=ActorPoolStrategy(size=max(1, min(cfg.probe.workers, len(blocks)))), num_cpus=cfg.probe.worker_cpus,
         fn_constructor_kwargs={"model_path": model_path, "layers": list(cfg.probe.layers),
                                "dtype": cfg.model.dtype, "max_length": cfg.probe.max_length,
                                "batch_size": size})

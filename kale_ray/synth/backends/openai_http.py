@@ -1,11 +1,8 @@
 """Any OpenAI-compatible chat endpoint: a vLLM server, the project's Serve app, a hosted model.
 
 Plain HTTP (requests) with a thread pool: `concurrency` requests in flight per actor, a timeout per
-request. A busy server (429, 503) is waited out within a time budget (`busy_wait_s`, Retry-After
-honoured): it is live and will answer, so however slow the machine, a full queue costs time, never rows.
-Failures (connection errors, timeouts, other 5xx, 408/409/425) are retried `max_retries` times with
-exponential backoff. Other 4xx answers are the request's fault and are not retried. A request that still
-fails becomes an error row; the job goes on.
+request, kale_ray.http_retry's policy (a busy server waited out within `busy_wait_s`, failures retried
+`max_retries` times). A request that still fails becomes an error row; the job goes on.
 """
 
 from __future__ import annotations
@@ -13,19 +10,10 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kale_ray.synth.backends.base import Backend, Generation, Request, sampling
-
-BUSY_STATUS = {429, 503}
-RETRY_STATUS = {408, 409, 425}
-MAX_BACKOFF_S = 10.0
-
-
-def _retryable(status: int) -> bool:
-    return status in BUSY_STATUS or status in RETRY_STATUS or status >= 500
 
 
 class OpenAIBackend(Backend):
@@ -66,41 +54,22 @@ class OpenAIBackend(Backend):
         return self.local.session
 
     def _one(self, req: Request) -> Generation:
-        import requests
+        from kale_ray.http_retry import post_json
 
         body = {"model": self.model, "messages": req.messages, "max_tokens": self.cfg.max_new_tokens,
                 "temperature": self.cfg.temperature, "top_p": self.cfg.top_p, "seed": self.seed}
         prompt = self.render(req.messages)
-        last = ""
-        failures = busy = 0
-        busy_until = time.monotonic() + self.cfg.busy_wait_s
-        while True:
-            wait = min(self.cfg.retry_backoff_s * (2 ** min(failures + busy, 16)), MAX_BACKOFF_S)
-            try:
-                resp = self._session().post(self.url, json=body, headers=self.headers, timeout=self.cfg.timeout_s)
-            except requests.RequestException as err:
-                last, failures = f"{type(err).__name__}: {err}", failures + 1
-            else:
-                if resp.status_code == 200:
-                    return self._parse(resp, prompt, failures + busy)
-                last = f"HTTP {resp.status_code}: {resp.text[:300]}"
-                if not _retryable(resp.status_code):
-                    kind = "context_length" if "context" in resp.text.lower() else "endpoint"
-                    return Generation(error=last, error_kind=kind, prompt=prompt,
-                                      extra={"retries": failures + busy})
-                wait = _retry_after(resp.headers.get("Retry-After"), wait)
-                if resp.status_code in BUSY_STATUS:
-                    busy += 1
-                    if time.monotonic() + wait <= busy_until:
-                        time.sleep(wait)
-                        continue
-                    return Generation(error=f"server still busy after {self.cfg.busy_wait_s:.0f} s: {last}",
-                                      error_kind="endpoint", prompt=prompt, extra={"retries": failures + busy})
-                failures += 1
-            if failures > self.cfg.max_retries:
-                return Generation(error=f"endpoint error after {failures} attempts: {last}", error_kind="endpoint",
-                                  prompt=prompt, extra={"retries": failures + busy - 1})
-            time.sleep(wait)
+        out = post_json(self._session(), self.url, body, headers=self.headers, timeout_s=self.cfg.timeout_s,
+                        max_retries=self.cfg.max_retries, busy_wait_s=self.cfg.busy_wait_s,
+                        backoff_s=self.cfg.retry_backoff_s)
+        if out.error is None and out.response.status_code == 200:
+            return self._parse(out.response, prompt, out.retries)
+        if out.error is None:  # a 4xx: the request's fault, not retried
+            text = out.response.text
+            kind = "context_length" if "context" in text.lower() else "endpoint"
+            return Generation(error=f"HTTP {out.response.status_code}: {text[:300]}", error_kind=kind,
+                              prompt=prompt, extra={"retries": out.retries})
+        return Generation(error=out.error, error_kind="endpoint", prompt=prompt, extra={"retries": out.retries})
 
     def _parse(self, resp: Any, prompt: str, retries: int) -> Generation:
         try:
@@ -114,11 +83,3 @@ class OpenAIBackend(Backend):
         return Generation(text=text, tokens=tokens, finish_reason=choice.get("finish_reason"), prompt=prompt,
                           extra={"retries": retries})
 
-
-def _retry_after(header: str | None, default: float) -> float:
-    if not header:
-        return default
-    try:
-        return min(max(float(header), 0.0), 60.0)
-    except ValueError:
-        return default
