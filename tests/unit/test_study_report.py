@@ -18,7 +18,7 @@ from kale_ray.study.report import (
     path_stats,
     render,
 )
-from kale_ray.study.run import extra_dir, variant_config
+from kale_ray.study.variants import extra_dir, variant_config
 
 
 def _metrics(acc: float, known_incorrect: float = 0.2, probed: int = 10) -> dict:
@@ -196,10 +196,10 @@ def test_probe_filter_section_weighs_work_saved_against_accuracy(study, tmp_path
 
 def test_other_variants_compare_by_their_overrides(study, tmp_path):
     cfg = study.model_copy(update={"study": study.study.model_copy(update={
-        "variants": {**study.study.variants, "fwd": ["train.direction=forward", "train.methods=[ka]", "eval.vanilla=false"]}})})
+        "variants": {**study.study.variants, "fwd": ["train.ka.direction=forward", "train.methods=[ka]", "eval.vanilla=false"]}})})
     _write_run(tmp_path / "st-fwd", {"KALE [seed 0]": {"arc-easy": _metrics(0.70), "absr": _metrics(0.40)},
                                      "KALE [seed 1]": {"arc-easy": _metrics(0.70), "absr": _metrics(0.40)}}, {})
     rows = method_rows(collect(cfg))
     table = paired_table(rows, comparisons(collect(cfg)))
     # 0.55 per seed against KALE's 0.50 / 0.49.
-    assert f"| KALE · fwd vs KALE | `train.direction=forward` | {5.5:.1f} ± {100 * statistics.stdev([0.05, 0.06]):.1f} | 2 |" in table
+    assert f"| KALE · fwd vs KALE | `train.ka.direction=forward` | {5.5:.1f} ± {100 * statistics.stdev([0.05, 0.06]):.1f} | 2 |" in table
