@@ -525,6 +525,10 @@ def write_report(cfg: Any, from_json: Path | None = None) -> Path:
     """Collect from the artifacts (or load an earlier collection) and render the page."""
     if from_json is not None:
         results = json.loads(Path(from_json).read_text())
+        # The JSON is written with sorted keys; the page's first variant is the config's first.
+        order = [n for n in cfg.study.variants if n in results["variants"]]
+        order += [n for n in results["variants"] if n not in order]
+        results["variants"] = {n: results["variants"][n] for n in order}
     else:
         results = collect(cfg)
         atomic_write_json(cfg.study.results_json, results)
