@@ -5,7 +5,7 @@ the ratio should stay <= 1.4 (the paper's reviewers asked about the second pass'
 run the trainer's own `train_step` (single process, the DDP runner without a process group) on real
 ARC-Easy rows with rationales, the real SmolLM2-135M-Instruct and LoRA; steps alternate ka/sft so
 machine load hits both alike. Prints the median seconds/step, tokens/s and the ratio. `ka` runs the
-target view on the plain view's prefix cache (train.share_prefix, the default); `ka_unshared` is the
+target view on the plain view's prefix cache (train.ka.share_prefix, the default); `ka_unshared` is the
 full second pass, measured in the same run as the before/after reference.
 
     PYTHONPATH=$PWD python bench/train.py [--steps 8] [--batch 4] [--full] [--device cpu|cuda]
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
     parser.add_argument("--no-unshared", action="store_true",
-                        help="skip the ka run with train.share_prefix=false (the full second pass)")
+                        help="skip the ka run with train.ka.share_prefix=false (the full second pass)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on a shared 2-core machine more threads fight for cores)")
     args = parser.parse_args()
@@ -41,7 +41,7 @@ def main() -> None:
     from kale_ray.engines.loading import load_tokenizer
     from kale_ray.engines.registry import prepare_model
     from kale_ray.train.collate import tokenize_rows
-    from kale_ray.train.config import TrainConfig
+    from kale_ray.train.config import KAConfig, LoraConfig, OptimConfig, TrainConfig
     from kale_ray.train.loop import build_model, train_step
     from kale_ray.train.runners import DDPRunner
     from tests.train_data import arc_rows, with_rationales
@@ -58,9 +58,9 @@ def main() -> None:
     if not args.no_unshared:
         variants["ka_unshared"] = ("ka", False)
     for name, (method, share) in variants.items():
-        tc = TrainConfig(method=method, lr=1e-4, lr_schedule="constant", max_length=args.max_length,
+        tc = TrainConfig(method=method, optim=OptimConfig(lr=1e-4, schedule="constant"), max_length=args.max_length,
                          micro_batch_size=args.batch, precision=args.precision, strategy="ddp",
-                         lora=not args.full, share_prefix=share)
+                         lora=LoraConfig(enabled=not args.full), ka=KAConfig(share_prefix=share))
         tokens, _ = tokenize_rows(tokenizer, rows, method, args.max_length)
         batches = [tokens.slice(i * args.batch, args.batch).to_pydict() for i in range(4)]
         for view in ("student_ids", "target_ids"):

@@ -1,8 +1,9 @@
 """One typed config tree for every stage: YAML files plus dotted command-line overrides.
 
 Pydantic models with ``extra="forbid"`` so a typo is an error that names the key, not a silently
-ignored setting. Each stage owns its section in ``kale_ray/<stage>/config.py``; this module only
-assembles the tree, loads and overrides it.
+ignored setting, and a key that moved (`RENAMED`) is an error that names its new key. Each stage owns
+its section in ``kale_ray/<stage>/config.py``; this module only assembles the tree, loads and
+overrides it.
 """
 
 from __future__ import annotations
@@ -82,8 +83,23 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+# Keys that moved, old dotted key -> new one. Consulted only when validation fails at an old key (as an
+# unknown key, or with the wrong type where the old key is now a section, e.g. `train.lora: false`), so
+# a renamed key in a YAML file, an override or a study variant fails with the key to use instead.
+_TRAIN_RENAMED = {
+    "direction": "ka.direction", "target": "ka.target", "temperature": "ka.temperature",
+    "ce_weight": "ka.ce_weight", "jsd_beta": "ka.jsd_beta", "share_prefix": "ka.share_prefix",
+    "lora": "lora.enabled", "lora_r": "lora.r", "lora_alpha": "lora.alpha", "lora_dropout": "lora.dropout",
+    "lora_targets": "lora.targets",
+    "lr": "optim.lr", "weight_decay": "optim.weight_decay", "lr_schedule": "optim.schedule",
+    "warmup_steps": "optim.warmup_steps", "max_grad_norm": "optim.max_grad_norm",
+    "checkpoint_every": "checkpoint.every", "keep_checkpoints": "checkpoint.keep",
+}
+RENAMED: dict[str, str] = {f"train.{old}": f"train.{new}" for old, new in _TRAIN_RENAMED.items()}
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
-    """`train.lr=1e-4` -> (["train", "lr"], 1e-4); the value is read as a YAML scalar or list."""
+    """`train.optim.lr=1e-4` -> (["train", "optim", "lr"], 1e-4); the value is read as a YAML scalar or list."""
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like key.path=value")
     key, raw = item.split("=", 1)
@@ -104,7 +120,9 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
         for depth, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {'.'.join(parts[: depth + 1])} is not a section")
+                key = ".".join(parts[: depth + 1])
+                renamed = f" ({key} was renamed: use {RENAMED[key]})" if key in RENAMED else ""
+                raise ConfigError(f"override {item!r}: {key} is not a section{renamed}")
             node = child
         node[parts[-1]] = value
     return tree
@@ -114,7 +132,9 @@ def _format_errors(err: ValidationError, origin: str) -> str:
     lines = [f"invalid config ({origin}):"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
-        if e["type"] == "extra_forbidden":
+        if key in RENAMED:
+            lines.append(f"  {key} was renamed: use {RENAMED[key]}")
+        elif e["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key")
         else:
             got = e.get("input")

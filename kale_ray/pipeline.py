@@ -6,6 +6,9 @@ and paths + rationales cover only the training rows the probe marks unknown or u
 Every stage skips itself when its artifact is complete for the same config (content hash), so a
 pipeline re-run (or a re-submitted job whose driver died) resumes at the first incomplete stage.
 Wall time per stage goes to `<run>/pipeline.json`.
+
+The study runs one pipeline per variant, then its side runs and its report (`run_study`): it lives
+here, above the stages and the study's own modules, so none of them imports the pipeline.
 """
 
 from __future__ import annotations
@@ -18,27 +21,8 @@ from typing import Any
 
 from kale_ray.artifacts import atomic_write_json
 from kale_ray.config import ConfigError
+from kale_ray.methods import METHODS, VANILLA, RunId, trained_runs
 from kale_ray.progress import format_seconds
-
-# Pipeline method -> (trainer method, training data). `ka-noki` is KALE w/o KI (rationales written
-# without KG paths); `ce-rationale` is KALE w/o KA. Vanilla is the untrained base model.
-METHODS: dict[str, tuple[str, str]] = {
-    "sft": ("sft", "data"),
-    "ka": ("ka", "synth"),
-    "ka-noki": ("ka", "synth-noki"),
-    "ce-rationale": ("ce-rationale", "synth"),
-}
-# Display names; they also name result directories, so no "/" (the paper's "w/o KI" is "no KI").
-LABELS = {"vanilla": "Vanilla", "sft": "SFT", "ka": "KALE", "ka-noki": "KALE (no KI)",
-          "ce-rationale": "KALE (no KA)"}
-
-
-def trained_runs(cfg) -> list[tuple[str, str, str, int]]:  # noqa: ANN001 (KaleConfig)
-    """(pipeline method, run directory name, display label, seed) of every training run. With
-    `train.seeds` each method runs once per seed, labelled "KALE [seed 1]"; the study groups them."""
-    if not cfg.train.seeds:
-        return [(m, m, LABELS[m], cfg.seed) for m in cfg.train.methods]
-    return [(m, f"{m}-s{s}", f"{LABELS[m]} [seed {s}]", s) for m in cfg.train.methods for s in cfg.train.seeds]
 
 
 class Pipeline:
@@ -87,16 +71,13 @@ def run_pipeline(cfg) -> dict[str, Any]:  # noqa: ANN001 (KaleConfig)
     from kale_ray.synth.stage import run_synth_stage
     from kale_ray.train.stage import run_train_stage
 
-    unknown = [m for m in cfg.train.methods if m not in METHODS]
-    if unknown:
-        raise ConfigError(f"train.methods: unknown {unknown}; choose from {', '.join(METHODS)}")
     init_ray(cfg.ray)
     p = Pipeline(cfg)
     model = p.stage("model", lambda: resolve_model(cfg.model.name_or_path, cfg.model.cache_dir))
     data_dir = p.stage("data", lambda: run_data_stage(cfg))
     train_rows, test_rows = read_split(data_dir, "train"), read_split(data_dir, "test")
     sources: dict[str, Path] = {"data": data_dir}
-    needs = {METHODS[m][1] for m in cfg.train.methods}
+    needs = {METHODS[m].source for m in cfg.train.methods}
     fact_check = cfg.eval.known_incorrect and cfg.eval.known_from == "fact"
     if cfg.synth.select == "probe" or (cfg.eval.known_incorrect and cfg.eval.known_from == "probe"):
         p.stage("probe", lambda: run_probe_stage(cfg))
@@ -110,13 +91,13 @@ def run_pipeline(cfg) -> dict[str, Any]:  # noqa: ANN001 (KaleConfig)
                 stage_cfg = cfg.model_copy(update={"synth": cfg.synth.model_copy(update={"ki": ki})})
                 sources[name] = p.stage(name, lambda c=stage_cfg, n=name: run_synth_stage(
                     c, paths_dir, cfg.stage_dir(n), select))
-    models = {LABELS["vanilla"]: model} if cfg.eval.vanilla else {}
-    for method, name, label, seed in trained_runs(cfg):
-        trainer_method, source = METHODS[method]
-        run_cfg = cfg.model_copy(update={"seed": seed})
-        run_dir = p.stage(f"train-{name}", lambda c=run_cfg, m=trainer_method, s=source, n=name: run_train_stage(
-            c, m, sources[s], cfg.stage_dir("train") / n))
-        models[label] = str(Path(run_dir) / "final")
+    models = {RunId(VANILLA).label: model} if cfg.eval.vanilla else {}
+    for run in trained_runs(cfg.train.methods, cfg.train.seeds):
+        method = METHODS[run.method]
+        run_cfg = cfg.model_copy(update={"seed": cfg.seed if run.seed is None else run.seed})
+        run_dir = p.stage(f"train-{run.dir_name}", lambda c=run_cfg, m=method, n=run.dir_name: run_train_stage(
+            c, m.trainer, sources[m.source], cfg.stage_dir("train") / n))
+        models[run.label] = str(Path(run_dir) / "final")
     probes = None
     if fact_check:
         probes = p.stage("paths-test", lambda: run_paths_stage(cfg, test_rows, kg_dir, cfg.stage_dir("paths-test")))
@@ -126,3 +107,25 @@ def run_pipeline(cfg) -> dict[str, Any]:  # noqa: ANN001 (KaleConfig)
     print(f"pipeline: results table {Path(results) / 'table.md'}, chart {Path(results) / 'chart.png'}",
           flush=True)
     return p.finish()
+
+
+def run_study(cfg, only: list[str] | None = None) -> Path:  # noqa: ANN001 (KaleConfig)
+    """Every study variant's pipeline (each resumes where it stopped), the side runs, then the report.
+    `only`: just these variants, and `extra` for the side runs."""
+    from kale_ray.study.report import write_report
+    from kale_ray.study.side_runs import run_eval_runs, run_path_runs
+    from kale_ray.study.variants import variant_config
+
+    side_runs = only is None or "extra" in only
+    names = [n for n in only if n != "extra"] if only is not None else list(cfg.study.variants)
+    unknown = sorted(set(names) - set(cfg.study.variants))
+    if unknown:
+        raise ConfigError(f"study: unknown variants {unknown}; the config has {sorted(cfg.study.variants)}")
+    configs = {name: variant_config(cfg, name) for name in names}  # every variant validates before any runs
+    for name, variant in configs.items():
+        print(f"study: variant {name} -> {Path(variant.workdir) / variant.run_name}", flush=True)
+        run_pipeline(variant)
+    if side_runs:
+        run_path_runs(cfg)
+        run_eval_runs(cfg)
+    return write_report(cfg)

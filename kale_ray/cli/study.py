@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from kale_ray.config import load_config
-    from kale_ray.study.run import run_study
+    from kale_ray.pipeline import run_study
 
     run_study(load_config(args.config, args.overrides), args.only)
     return 0

@@ -196,13 +196,13 @@ def _summary_hash(summary: dict[str, Any]) -> str:
 
 def pipeline_models(cfg: Any) -> dict[str, str]:
     """Vanilla (the base model) plus every training run of the pipeline whose `final/` checkpoint exists."""
-    from kale_ray.pipeline import LABELS, trained_runs
+    from kale_ray.methods import VANILLA, RunId, trained_runs
 
-    models = {LABELS["vanilla"]: cfg.model.name_or_path} if cfg.eval.vanilla else {}
-    for _, name, label, _ in trained_runs(cfg):
-        final = cfg.stage_dir("train") / name / "final"
+    models = {RunId(VANILLA).label: cfg.model.name_or_path} if cfg.eval.vanilla else {}
+    for run in trained_runs(cfg.train.methods, cfg.train.seeds):
+        final = cfg.stage_dir("train") / run.dir_name / "final"
         if final.is_dir():
-            models[label] = str(final)
+            models[run.label] = str(final)
     return models
 
 

@@ -3,20 +3,24 @@
 
 Collect and render are separate so the page can be re-rendered from the committed JSON on a machine
 without the artifacts, and so a test can render a hand-built study without training anything.
+
+Eval names a model by its run's label ("KALE [seed 1]"); collect records, per variant, which run
+(`kale_ray.methods.RunId`: method, seed, variant) each label is, and the page groups seeds into rows
+from that record.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import statistics
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from kale_ray.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
+from kale_ray.methods import METHODS, VANILLA, RunId, label, pipeline_runs
 
-_SEEDED = re.compile(r"^(?P<label>.*) \[seed (?P<seed>-?\d+)\]$")
-ORDER = ["Vanilla", "SFT", "KALE", "KALE (no KI)", "KALE (no KA)"]
+ORDER = [m.label for m in METHODS.values()]
 
 
 def _read_json(path: Path) -> Any:
@@ -105,55 +109,68 @@ def path_stats(paths_dir: Path) -> dict[str, Any]:
 
 
 def collect(cfg: Any) -> dict[str, Any]:
-    from kale_ray.study.run import extra_dir, variant_config, variant_dirs
+    from kale_ray.study.variants import extra_dir, variant_config, variant_dirs
 
     dirs = variant_dirs(cfg)
     variants = {}
     for name, run_dir in dirs.items():
         vcfg = variant_config(cfg, name)
+        runs = pipeline_runs(vcfg.train.methods, vcfg.train.seeds, vcfg.eval.vanilla, variant=name)
         variants[name] = {"overrides": cfg.study.variants[name], "synth_backend": vcfg.synth.backend,
-                          "synth_select": vcfg.synth.select, **collect_variant(run_dir)}
+                          "synth_select": vcfg.synth.select, "runs": {r.label: r.as_dict() for r in runs},
+                          **collect_variant(run_dir)}
     dirs = {**{t: extra_dir(cfg, "eval", t) for t in cfg.study.eval_runs}, **cfg.study.extra_results}
     extra = {title: {"source": str(Path(d) / "summary.json"), "summary": _read_json(Path(d) / "summary.json")}
              for title, d in dirs.items()}
     paths = {title: path_stats(d) for title, d in ((t, extra_dir(cfg, "paths", t)) for t in cfg.study.path_runs)
              if (d / "manifest.json").is_file()}
+    train = cfg.train
     return {"study": cfg.run_name, "extra": extra, "path_stats": paths, "model": cfg.model.name_or_path,
             "data": cfg.data.model_dump(mode="json"), "train": {
-                k: cfg.train.model_dump(mode="json")[k]
-                for k in ("methods", "seeds", "workers", "micro_batch_size", "grad_accum", "epochs", "max_steps",
-                          "lora", "zero_stage", "lr")},
+                "methods": list(train.methods), "seeds": list(train.seeds), "workers": train.workers,
+                "micro_batch_size": train.micro_batch_size, "grad_accum": train.grad_accum,
+                "epochs": train.epochs, "max_steps": train.max_steps, "lora": train.lora.enabled,
+                "zero_stage": train.zero_stage, "lr": train.optim.lr},
             "variants": variants}
 
 
 # ---------------------------------------------------------------------------------------------- render
 
-def _split_label(label: str) -> tuple[str, int | None]:
-    m = _SEEDED.match(label)
-    return (m["label"], int(m["seed"])) if m else (label, None)
+def _shown_variant(results: dict[str, Any], variant: str) -> str | None:
+    """The variant a row names: none for the first variant's rows, which keep the plain method names."""
+    return None if variant == next(iter(results["variants"])) else variant
 
 
 def method_rows(results: dict[str, Any]) -> dict[str, dict[str, dict[str, list[dict[str, Any]]]]]:
     """row name -> benchmark -> list of per-seed metrics. A variant other than the first names its rows
     "KALE · <variant>"; the first variant's rows keep the plain method names."""
     rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for i, (variant, data) in enumerate(results["variants"].items()):
-        _add_rows(rows, (data.get("eval") or {}).get("summary") or {}, "" if i == 0 else f" · {variant}")
+    for variant, data in results["variants"].items():
+        _add_rows(rows, (data.get("eval") or {}).get("summary") or {}, data.get("runs") or {},
+                  _shown_variant(results, variant))
     order = {n: k for k, n in enumerate(ORDER)}
     return dict(sorted(rows.items(), key=lambda kv: (kv[0] not in order, order.get(kv[0], 0))))
 
 
-def _add_rows(rows: dict[str, Any], summary: dict[str, Any], suffix: str = "") -> dict[str, Any]:
-    for label, per_bench in summary.items():
-        name, seed = _split_label(label)
+def _add_rows(rows: dict[str, Any], summary: dict[str, Any], runs: dict[str, Any] | None = None,
+              variant: str | None = None) -> dict[str, Any]:
+    """Each label's metrics under its run's row, with the run's seed. The run is the one collect
+    recorded for the label; results collected before runs were recorded, and side runs, fall back to the
+    registry's reading of the label, and a label outside it is a row of its own, without a seed."""
+    for name, per_bench in summary.items():
+        run = RunId.from_dict(runs[name]) if runs and name in runs else RunId.from_label(name)
+        if run is not None:
+            row, seed = replace(run, variant=variant).row, run.seed
+        else:
+            row, seed = (name if variant is None else f"{name} · {variant}"), None
         for bench, metrics in per_bench.items():
-            rows.setdefault(name + suffix, {}).setdefault(bench, []).append({**metrics, "seed": seed})
+            rows.setdefault(row, {}).setdefault(bench, []).append({**metrics, "seed": seed})
     return rows
 
 
-def row_name(results: dict[str, Any], variant: str, label: str) -> str:
-    """The page's row name of a method in a variant (the first variant's rows carry no suffix)."""
-    return label if variant == next(iter(results["variants"])) else f"{label} · {variant}"
+def row_name(results: dict[str, Any], variant: str, method: str) -> str:
+    """The page's row name of a registered method in a variant (the first variant's rows carry no suffix)."""
+    return RunId(method, variant=_shown_variant(results, variant)).row  # type: ignore[arg-type]
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float, int]:
@@ -233,7 +250,8 @@ def cost_table(results: dict[str, Any]) -> str:
         tokens = " / ".join(str(s.get("counts", {}).get("tokens", "-")) for s in (synth, noki))
         rates = [s.get("extra", {}).get("last_run", {}).get("tokens_per_s") for s in (synth, noki)]
         rate = " / ".join("-" if r is None else f"{r:.1f}" for r in rates)
-        step = {m: [r["step_s_median"] for n, r in data.get("train", {}).items() if n == m or n.startswith(f"{m}-s")]
+        runs = {n: RunId.from_dir_name(n) for n in data.get("train", {})}
+        step = {m: [r["step_s_median"] for n, r in data.get("train", {}).items() if runs[n] and runs[n].method == m]
                 for m in ("sft", "ka")}
         sft, ka = (statistics.fmean(step[m]) if step[m] else None for m in ("sft", "ka"))
         lines.append(" | ".join([
@@ -293,24 +311,25 @@ def comparisons(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     if not names:
         return []
     first = names[0]
-    out = [("KALE", "SFT", "the KALE recipe against plain fine-tuning on the same rows"),
-           ("KALE", "Vanilla", "KALE against the untrained model")]
+    kale = label("ka")
+    out = [(kale, label("sft"), "the KALE recipe against plain fine-tuning on the same rows"),
+           (kale, label(VANILLA), "KALE against the untrained model")]
     for v in names:
         backend = results["variants"][v].get("synth_backend")
-        out.append((row_name(results, v, "KALE"), row_name(results, v, "KALE (no KI)"),
+        out.append((row_name(results, v, "ka"), row_name(results, v, "ka-noki"),
                     f"the KG paths, same writer ({backend})"))
-    out.append(("KALE", "KALE (no KA)", "the KL objective against cross-entropy on the rationale data"))
+    out.append((kale, label("ce-rationale"), "the KL objective against cross-entropy on the rationale data"))
     for v in names[1:]:
         data = results["variants"][v]
         if data.get("synth_select") == "probe":
-            out.append((row_name(results, v, "KALE"), "KALE", "the probe filter (synthesis on unknown rows only)"))
+            out.append((row_name(results, v, "ka"), kale, "the probe filter (synthesis on unknown rows only)"))
         elif data.get("synth_backend") != results["variants"][first].get("synth_backend"):
-            for label in ("KALE", "KALE (no KI)"):
-                out.append((row_name(results, v, label), label,
+            for method in ("ka", "ka-noki"):
+                out.append((row_name(results, v, method), label(method),
                             f"the writer: {data.get('synth_backend')} vs {results['variants'][first].get('synth_backend')}"))
         else:
             changes = [o for o in data.get("overrides", []) if not o.startswith(("train.methods", "eval."))]
-            out.append((row_name(results, v, "KALE"), "KALE", ", ".join(f"`{o}`" for o in changes) or f"variant {v}"))
+            out.append((row_name(results, v, "ka"), kale, ", ".join(f"`{o}`" for o in changes) or f"variant {v}"))
     return out
 
 
@@ -364,7 +383,7 @@ def probe_section(results: dict[str, Any], rows: dict[str, Any]) -> list[str]:
                     f"labels {json.dumps(probe.get('label_balance'), sort_keys=True)}):", "",
                     "| layer | " + " | ".join(layers) + " |", "|---|" + "---|" * len(layers),
                     "| AUROC | " + " | ".join(f"{probe['auroc_by_layer'][k]:.3f}" for k in layers) + " |", ""]
-        out += [paired_table(rows, [(row_name(results, v, "KALE"), row_name(results, full or v, "KALE"),
+        out += [paired_table(rows, [(row_name(results, v, "ka"), row_name(results, full or v, "ka"),
                                      "the probe filter")]), ""]
     return out
 
@@ -375,11 +394,12 @@ def findings(rows: dict[str, Any]) -> list[str]:
     avg = {n: _mean_sd(_per_seed_average(pb, benches, "accuracy")) for n, pb in rows.items()
            if all(b in pb for b in benches)}
     out = []
-    for ref in ("SFT", "Vanilla"):
+    vanilla = label(VANILLA)
+    for ref in (label("sft"), vanilla):
         if ref not in avg:
             continue
         for name, (mean, sd, n) in avg.items():
-            if name in (ref, "Vanilla") or not n:
+            if name in (ref, vanilla) or not n:
                 continue
             wins = sum(statistics.fmean(m["accuracy"] for m in rows[name][b]) >
                        statistics.fmean(m["accuracy"] for m in rows[ref][b]) for b in benches)
@@ -505,6 +525,10 @@ def write_report(cfg: Any, from_json: Path | None = None) -> Path:
     """Collect from the artifacts (or load an earlier collection) and render the page."""
     if from_json is not None:
         results = json.loads(Path(from_json).read_text())
+        # The JSON is written with sorted keys; the page's first variant is the config's first.
+        order = [n for n in cfg.study.variants if n in results["variants"]]
+        order += [n for n in results["variants"] if n not in order]
+        results["variants"] = {n: results["variants"][n] for n in order}
     else:
         results = collect(cfg)
         atomic_write_json(cfg.study.results_json, results)

@@ -16,8 +16,8 @@ from typing import Any
 import pyarrow as pa
 
 from kale_ray.data.format import answer_text, prompt_text
+from kale_ray.methods import TRAINER_METHODS
 
-METHODS = ("ka", "sft", "ce-rationale")
 TRAINABLE_STATUS = ("ok", "fallback")
 
 TOKEN_SCHEMA = pa.schema([
@@ -82,8 +82,8 @@ def tokenize_rows(tokenizer: Any, table: pa.Table, method: str, max_length: int)
     sft: question -> answer. ka: student = question -> answer, target = question + rationale -> answer.
     ce-rationale (the w/o-KA ablation): CE on the answer given the with-rationale prompt.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    if method not in TRAINER_METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {TRAINER_METHODS}")
     needs_rationale = method != "sft"
     report = TokenReport()
     out: dict[str, list[Any]] = {name: [] for name in TOKEN_SCHEMA.names}

@@ -1,41 +1,91 @@
-"""Config of KA fine-tuning and its baselines (METHOD.md, Stage 2)."""
+"""Config of KA fine-tuning and its baselines (METHOD.md, Stage 2).
+
+The KA objective, the LoRA adapters, the optimizer and checkpointing are sections of their own
+(`train.ka.*`, `train.lora.*`, `train.optim.*`, `train.checkpoint.*`): each is read by one part of
+the trainer. The old flat keys are listed in `kale_ray.config.RENAMED`, whose errors name the new key.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from kale_ray.methods import TrainedMethod, TrainerMethod
 
 
-class TrainConfig(BaseModel):
+class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    method: Literal["ka", "sft", "ce-rationale"] = Field(
+
+class KAConfig(_Section):
+    """The KA loss: a divergence between the plain view (p, trained) and the with-rationale view (q)."""
+
+    direction: Literal["reverse", "forward", "jsd"] = Field(
+        "reverse", description="KL(p||q) as printed (reverse), KL(q||p) (forward) or JSD.")
+    target: Literal["live", "frozen"] = Field(
+        "live", description="q from the trained model under no-grad (live) or from a frozen copy of the initial model.")
+    temperature: float = Field(1.0, gt=0, description="Softmax temperature of both views in the KL.")
+    ce_weight: float = Field(0.0, ge=0, description="Weight of plain CE on the answer without rationale.")
+    jsd_beta: float = Field(0.5, gt=0, lt=1, description="Mixture weight of the JSD.")
+    share_prefix: bool = Field(
+        True, description="A live target: run the with-rationale view only over rationale + answer, on the "
+                          "plain view's cached keys/values of their common prefix (exact; false: full second pass).")
+
+
+class LoraConfig(_Section):
+    """LoRA adapters (peft), or full fine-tuning when disabled."""
+
+    enabled: bool = Field(True, description="LoRA adapters (true) or full fine-tuning.")
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
+    targets: Literal["all-linear"] | list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        description='Modules LoRA wraps: a list of module names, or "all-linear" (every linear layer but the '
+                    "output head, peft's target_modules).")
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _one_word_is_all_linear(cls, value: object) -> object:
+        """One error naming both choices, not one per member of the union."""
+        if isinstance(value, str) and value != "all-linear":
+            raise ValueError('expected a list of module names or "all-linear"')
+        return value
+
+
+class OptimConfig(_Section):
+    """AdamW, its learning-rate schedule and gradient clipping."""
+
+    lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    schedule: Literal["constant", "linear", "cosine"] = Field(
+        "cosine", description="Learning rate after warm-up: constant, linear decay to 0 or cosine decay to 0.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 turns clipping off).")
+
+
+class CheckpointConfig(_Section):
+    """Ray Train checkpoints: what a re-run or a restarted worker group resumes from."""
+
+    every: int = Field(50, ge=1, description="Optimizer steps between checkpoints.")
+    keep: int = Field(2, ge=1, description="Checkpoints kept per run.")
+
+
+class TrainConfig(_Section):
+    method: TrainerMethod = Field(
         "ka", description="ka: KALE's KL loss; sft: CE on question->answer; ce-rationale: the w/o-KA ablation.")
-    methods: list[str] = Field(
-        default_factory=lambda: ["sft", "ka"], description="Methods the pipeline trains (Vanilla needs none).")
+    methods: list[TrainedMethod] = Field(
+        default_factory=lambda: ["sft", "ka"],
+        description="Methods the pipeline trains (Vanilla needs none): sft, ka, ka-noki (KALE w/o KI), "
+                    "ce-rationale (KALE w/o KA).")
     seeds: list[int] = Field(
         default_factory=list,
         description="Train every pipeline method once per seed (empty: once, with the global seed).")
-    direction: Literal["reverse", "forward", "jsd"] = Field(
-        "reverse", description="KL(p||q) as printed (reverse), KL(q||p) (forward) or JSD.")
-    jsd_beta: float = Field(0.5, gt=0, lt=1, description="Mixture weight of the JSD.")
-    target: Literal["live", "frozen"] = Field(
-        "live", description="q from the trained model under no-grad (live) or from a frozen copy of the initial model.")
-    share_prefix: bool = Field(
-        True, description="ka with a live target: run the with-rationale view only over rationale + answer, on the "
-                          "plain view's cached keys/values of their common prefix (exact; false: full second pass).")
-    temperature: float = Field(1.0, gt=0, description="Softmax temperature of both views in the KL.")
-    ce_weight: float = Field(0.0, ge=0, description="Weight of plain CE on the answer without rationale.")
-    lora: bool = Field(True, description="LoRA adapters (true) or full fine-tuning.")
-    lora_r: int = Field(16, ge=1, description="LoRA rank.")
-    lora_alpha: int = Field(32, ge=1, description="LoRA alpha.")
-    lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
-    lora_targets: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], description="Modules LoRA wraps.")
-    lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    ka: KAConfig = Field(default_factory=KAConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     epochs: int = Field(1, ge=1, description="Passes over the training data.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
     micro_batch_size: int = Field(4, ge=1, description="Examples per worker per micro-step.")
@@ -47,12 +97,7 @@ class TrainConfig(BaseModel):
     workers: int = Field(2, ge=1, description="Ray Train workers.")
     use_gpu: bool = Field(False, description="One GPU per worker and NCCL; false: CPU and gloo.")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per Ray Train worker.")
-    checkpoint_every: int = Field(50, ge=1, description="Optimizer steps between checkpoints.")
-    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept per run.")
     max_failures: int = Field(2, ge=0, description="Ray Train FailureConfig retries after a worker dies.")
     log_every: int = Field(1, ge=1, description="Optimizer steps between metric lines.")
-    lr_schedule: Literal["constant", "linear", "cosine"] = Field(
-        "cosine", description="Learning rate after warm-up: constant, linear decay to 0 or cosine decay to 0.")
-    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 turns clipping off).")
     shuffle: bool = Field(True, description="Shuffle the training rows once (seeded by the global seed) before sharding.")
     export: bool = Field(True, description="Write final/ (plain checkpoint, LoRA merged) and adapter/ after training.")

@@ -34,12 +34,12 @@ def build_model(path: str, tc: TrainConfig, trainable: bool = True) -> Any:
         model.eval()
         model.requires_grad_(False)
         return model
-    if tc.lora:
+    if tc.lora.enabled:
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(
-            r=tc.lora_r, lora_alpha=tc.lora_alpha, lora_dropout=tc.lora_dropout,
-            target_modules=list(tc.lora_targets), task_type="CAUSAL_LM"))
+            r=tc.lora.r, lora_alpha=tc.lora.alpha, lora_dropout=tc.lora.dropout,
+            target_modules=tc.lora.targets, task_type="CAUSAL_LM"))
     return model
 
 
@@ -110,7 +110,7 @@ def train_step(window: list[dict[str, Any]], *, method: str, tc: TrainConfig, ru
 
     started = time.monotonic()
     on = device if device.type == "cuda" else None  # gloo reduces CPU tensors
-    share = method == "ka" and tc.share_prefix and frozen is None  # a frozen target has other weights
+    share = method == "ka" and tc.ka.share_prefix and frozen is None  # a frozen target has other weights
     batches = [collate(b, pad_id, with_target=method == "ka", share_prefix=share) for b in window]
     answer_tokens = global_sum(sum(int(b["answer_mask"].sum()) for b in batches), on)
     lr = runner.lr()
@@ -136,8 +136,8 @@ def train_step(window: list[dict[str, Any]], *, method: str, tc: TrainConfig, ru
             with torch.no_grad(), runner.autocast():
                 target_logits = shared_target_logits(runner.module, out.past_key_values, shared, span, device)
         part = method_sums(method, answer_logits(out.logits, span), labels, mask, target_logits,
-                           direction=tc.direction, temperature=tc.temperature, beta=tc.jsd_beta,
-                           ce_weight=tc.ce_weight)
+                           direction=tc.ka.direction, temperature=tc.ka.temperature, beta=tc.ka.jsd_beta,
+                           ce_weight=tc.ka.ce_weight)
         runner.backward(part.loss / answer_tokens * runner.loss_scale, last=k == len(batches) - 1)
         sums += torch.tensor([float(part.loss.detach()), float(part.kl), float(part.ce)], dtype=torch.float64)
     runner.step()
@@ -169,7 +169,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.manual_seed(config["seed"])
     model = build_model(config["model_path"], tc)
     frozen = None
-    if method == "ka" and tc.target == "frozen":
+    if method == "ka" and tc.ka.target == "frozen":
         frozen = build_model(config["model_path"], tc, trainable=False).to(device)
     runner = make_runner(model, tc, total_steps, world, device)
 
@@ -222,7 +222,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 logger.log(record)
             if state.step == total_steps:
                 break
-            if state.step % tc.checkpoint_every == 0:
+            if state.step % tc.checkpoint.every == 0:
                 save(False, {k: record[k] for k in ("step", "loss")})
             if state.step % steps_per_epoch == 0:
                 break

@@ -23,15 +23,16 @@ DS_TAG = "deepspeed"
 
 def lr_lambda(tc: TrainConfig, total_steps: int):  # noqa: ANN201
     """Linear warm-up, then constant, linear or cosine decay to zero at total_steps."""
+    opt = tc.optim
 
     def factor(step: int) -> float:
-        if tc.warmup_steps and step < tc.warmup_steps:
-            return (step + 1) / tc.warmup_steps
-        if tc.lr_schedule == "constant":
+        if opt.warmup_steps and step < opt.warmup_steps:
+            return (step + 1) / opt.warmup_steps
+        if opt.schedule == "constant":
             return 1.0
-        progress = (step - tc.warmup_steps) / max(1, total_steps - tc.warmup_steps)
+        progress = (step - opt.warmup_steps) / max(1, total_steps - opt.warmup_steps)
         progress = min(max(progress, 0.0), 1.0)
-        if tc.lr_schedule == "linear":
+        if opt.schedule == "linear":
             return 1.0 - progress
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
@@ -42,7 +43,7 @@ def _optimizer(model: Any, tc: TrainConfig, total_steps: int) -> tuple[Any, Any]
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=tc.optim.lr, weight_decay=tc.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tc, total_steps))
     return optimizer, scheduler
 
@@ -52,7 +53,7 @@ def deepspeed_config(tc: TrainConfig, world: int) -> dict[str, Any]:
         "train_micro_batch_size_per_gpu": tc.micro_batch_size,
         "gradient_accumulation_steps": tc.grad_accum,
         "train_batch_size": tc.micro_batch_size * tc.grad_accum * world,
-        "gradient_clipping": tc.max_grad_norm,
+        "gradient_clipping": tc.optim.max_grad_norm,
         "zero_optimization": {"stage": tc.zero_stage},
         "bf16": {"enabled": tc.precision == "bf16"},
         "zero_allow_untested_optimizer": True,
@@ -97,10 +98,10 @@ class DeepSpeedRunner:
 
     def save(self, directory: Path) -> None:
         """Every rank writes its own shards (ZeRO partitions); frozen LoRA base weights are left out."""
-        self.engine.save_checkpoint(str(directory), tag=DS_TAG, exclude_frozen_parameters=self.tc.lora)
+        self.engine.save_checkpoint(str(directory), tag=DS_TAG, exclude_frozen_parameters=self.tc.lora.enabled)
 
     def load(self, directory: Path) -> None:
-        path, _ = self.engine.load_checkpoint(str(directory), tag=DS_TAG, load_module_strict=not self.tc.lora)
+        path, _ = self.engine.load_checkpoint(str(directory), tag=DS_TAG, load_module_strict=not self.tc.lora.enabled)
         if path is None:
             raise RuntimeError(f"no DeepSpeed checkpoint under {directory}")
 
@@ -151,8 +152,8 @@ class DDPRunner:
             loss.backward()
 
     def step(self) -> None:
-        if self.tc.max_grad_norm:
-            self._torch.nn.utils.clip_grad_norm_(self.params, self.tc.max_grad_norm)
+        if self.tc.optim.max_grad_norm:
+            self._torch.nn.utils.clip_grad_norm_(self.params, self.tc.optim.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 
 from kale_ray.artifacts import Manifest, atomic_write_json, atomic_write_parquet, is_complete, read_parts
 from kale_ray.config import ConfigError
-from kale_ray.train.collate import METHODS, tokenize_rows
+from kale_ray.methods import TRAINER_METHODS
+from kale_ray.train.collate import tokenize_rows
 from kale_ray.train.trainer import STORAGE_NAME
 
 TOKENS = "tokens.parquet"
@@ -76,8 +77,8 @@ def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = No
     from kale_ray.engines.registry import resolve_model
     from kale_ray.ray_utils import init_ray
 
-    if method not in METHODS:
-        raise ConfigError(f"train: unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    if method not in TRAINER_METHODS:
+        raise ConfigError(f"train: unknown method {method!r}; expected one of {', '.join(TRAINER_METHODS)}")
     tc = cfg.train.model_copy(update={"method": method})
     out = Path(out or cfg.stage_dir("train") / method)
     rows = read_training_rows(method, Path(data_dir))  # bad input fails before anything is written
@@ -143,7 +144,7 @@ def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = No
         if tc.export:
             from kale_ray.train.export import export_final
 
-            written = export_final(Path(ckpt), model_path, out, tc.lora)
+            written = export_final(Path(ckpt), model_path, out, tc.lora.enabled)
     plot_losses(out / "metrics.jsonl", out / "loss.png", f"{cfg.run_name}: {method}")
     seconds = time.monotonic() - started
     hashed = [p for p in (out / "final", out / "adapter") if p.is_dir()]

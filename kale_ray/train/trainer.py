@@ -29,7 +29,7 @@ def build_trainer(tc: TrainConfig, run_dir: Path, dataset: Any, loop_config: dic
     scaling = ScalingConfig(num_workers=tc.workers, use_gpu=tc.use_gpu, resources_per_worker=resources)
     run = RunConfig(
         name=STORAGE_NAME, storage_path=str(Path(run_dir).resolve()),
-        checkpoint_config=CheckpointConfig(num_to_keep=tc.keep_checkpoints),
+        checkpoint_config=CheckpointConfig(num_to_keep=tc.checkpoint.keep),
         failure_config=FailureConfig(max_failures=tc.max_failures),
         # Ray Train's own INFO lines (resource requests, worker-group starts) only with --verbose.
         logging_config=LoggingConfig(log_level="INFO" if verbose() else "WARNING"))

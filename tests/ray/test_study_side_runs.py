@@ -10,7 +10,8 @@ import pytest
 
 from kale_ray.config import load_config
 from kale_ray.study.report import collect, path_stats, render
-from kale_ray.study.run import extra_dir, run_eval_runs, run_path_runs
+from kale_ray.study.side_runs import run_eval_runs, run_path_runs
+from kale_ray.study.variants import extra_dir
 
 pytestmark = pytest.mark.ray
 

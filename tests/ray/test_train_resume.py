@@ -69,8 +69,8 @@ def _config(data_root: Path, tmp_path: Path, max_failures: int):
     atomic_write_parquet(data / "train.parquet", arc_rows(data_root, 8))
     cfg = load_config(None, [
         f"workdir={tmp_path}", "run_name=resume", "train.workers=2", "train.cpus_per_worker=0.5",
-        "train.micro_batch_size=2", "train.max_length=96", "train.lr=1e-3", "train.lr_schedule=constant",
-        "train.max_steps=5", "train.checkpoint_every=2", f"train.max_failures={max_failures}",
+        "train.micro_batch_size=2", "train.max_length=96", "train.optim.lr=1e-3", "train.optim.schedule=constant",
+        "train.max_steps=5", "train.checkpoint.every=2", f"train.max_failures={max_failures}",
         "train.shuffle=false", "train.export=false"])
     return cfg, data, cfg.stage_dir("train") / "sft"
 

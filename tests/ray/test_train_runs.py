@@ -20,7 +20,7 @@ from tests.train_data import arc_rows, with_rationales, write_rationales
 pytestmark = pytest.mark.ray
 
 BASE = ["train.workers=2", "train.cpus_per_worker=0.5", "train.micro_batch_size=2", "train.max_length=128",
-        "train.lr=1e-3", "train.lr_schedule=constant", "train.max_steps=3", "train.checkpoint_every=100",
+        "train.optim.lr=1e-3", "train.optim.schedule=constant", "train.max_steps=3", "train.checkpoint.every=100",
         "train.shuffle=false", "train.zero_stage=2", "train.max_failures=0"]
 
 
@@ -55,7 +55,7 @@ def train(workdir: Path, name: str, method: str, data: Path, *overrides: str) ->
 
 @pytest.fixture(scope="module")
 def ka_zero2(ray_local, workdir, rationale_dir):
-    return train(workdir, "ka-zero2", "ka", rationale_dir, "train.checkpoint_every=2")
+    return train(workdir, "ka-zero2", "ka", rationale_dir, "train.checkpoint.every=2")
 
 
 def _losses(metrics: list[dict]) -> list[float]:
@@ -100,7 +100,7 @@ def test_ka_trains_with_zero2_lora_and_exports(ka_zero2, smollm2_path):
 def test_a_complete_run_is_skipped(ka_zero2, workdir, rationale_dir):
     out, metrics = ka_zero2
     before = (out / "manifest.json").read_text()
-    cfg = load_config(None, [f"workdir={workdir}", "run_name=ka-zero2", *BASE, "train.checkpoint_every=2"])
+    cfg = load_config(None, [f"workdir={workdir}", "run_name=ka-zero2", *BASE, "train.checkpoint.every=2"])
     assert run_train_stage(cfg, "ka", rationale_dir) == out
     assert (out / "manifest.json").read_text() == before
     assert len(read_metrics(out / "metrics.jsonl")) == len(metrics)

@@ -24,8 +24,8 @@ def test_every_stage_has_help():
 
 
 def test_config_error_exits_2_with_key(capsys):
-    assert main(["config", "show", "train.lr=abc"]) == 2
-    assert "train.lr" in capsys.readouterr().err
+    assert main(["config", "show", "train.optim.lr=abc"]) == 2
+    assert "train.optim.lr" in capsys.readouterr().err
 
 
 def test_data_show_reports_split(capsys):
@@ -61,8 +61,8 @@ def test_jobs_are_the_stage_commands(job, stage, capsys):
 def test_job_reports_config_errors_as_exit_2(capsys):
     from jobs.pipeline import main as pipeline_job
 
-    assert pipeline_job(["train.lr=abc"]) == 2
-    assert "train.lr" in capsys.readouterr().err
+    assert pipeline_job(["train.optim.lr=abc"]) == 2
+    assert "train.optim.lr" in capsys.readouterr().err
 
 
 def test_data_show_strict_names_the_bad_line(tmp_path, capsys):

@@ -18,7 +18,7 @@ from kale_ray.study.report import (
     path_stats,
     render,
 )
-from kale_ray.study.run import extra_dir, variant_config
+from kale_ray.study.variants import extra_dir, variant_config
 
 
 def _metrics(acc: float, known_incorrect: float = 0.2, probed: int = 10) -> dict:
@@ -196,10 +196,34 @@ def test_probe_filter_section_weighs_work_saved_against_accuracy(study, tmp_path
 
 def test_other_variants_compare_by_their_overrides(study, tmp_path):
     cfg = study.model_copy(update={"study": study.study.model_copy(update={
-        "variants": {**study.study.variants, "fwd": ["train.direction=forward", "train.methods=[ka]", "eval.vanilla=false"]}})})
+        "variants": {**study.study.variants, "fwd": ["train.ka.direction=forward", "train.methods=[ka]", "eval.vanilla=false"]}})})
     _write_run(tmp_path / "st-fwd", {"KALE [seed 0]": {"arc-easy": _metrics(0.70), "absr": _metrics(0.40)},
                                      "KALE [seed 1]": {"arc-easy": _metrics(0.70), "absr": _metrics(0.40)}}, {})
     rows = method_rows(collect(cfg))
     table = paired_table(rows, comparisons(collect(cfg)))
     # 0.55 per seed against KALE's 0.50 / 0.49.
-    assert f"| KALE · fwd vs KALE | `train.direction=forward` | {5.5:.1f} ± {100 * statistics.stdev([0.05, 0.06]):.1f} | 2 |" in table
+    assert f"| KALE · fwd vs KALE | `train.ka.direction=forward` | {5.5:.1f} ± {100 * statistics.stdev([0.05, 0.06]):.1f} | 2 |" in table
+
+
+def test_rows_come_from_the_runs_collect_records(study):
+    results = collect(study)
+    assert results["variants"]["hf"]["runs"]["KALE [seed 1]"] == {"method": "ka", "seed": 1, "variant": "hf"}
+    assert set(results["variants"]["hf"]["runs"]) == {"KALE [seed 0]", "KALE [seed 1]"}  # eval.vanilla=false
+    assert "Vanilla" in results["variants"]["template"]["runs"]
+    # A results file collected before runs were recorded reads the labels through the registry: same rows.
+    legacy = json.loads(json.dumps(results))
+    for data in legacy["variants"].values():
+        del data["runs"]
+    assert method_rows(legacy) == method_rows(results)
+
+
+def test_rerendering_from_json_keeps_the_configs_first_variant(study, tmp_path):
+    from kale_ray.study.report import write_report
+
+    write_report(study)
+    numbers = json.loads((tmp_path / "results.json").read_text())
+    assert list(numbers["variants"]) == ["hf", "template"]  # written with sorted keys
+    (tmp_path / "results.md").unlink()
+    write_report(study, from_json=tmp_path / "results.json")
+    page = (tmp_path / "results.md").read_text()
+    assert "| SFT |" in page and "| KALE · hf |" in page and "· template" not in page

@@ -29,8 +29,8 @@ def test_jobs_train_reports_a_missing_input_without_writing(tmp_path):
 def test_kale_ray_train_is_registered():
     from kale_ray.cli import build_parser
 
-    args = build_parser().parse_args(["train", "--method", "ka", "train.lr=1e-4"])
-    assert args.method == "ka" and args.overrides == ["train.lr=1e-4"]
+    args = build_parser().parse_args(["train", "--method", "ka", "train.optim.lr=1e-4"])
+    assert args.method == "ka" and args.overrides == ["train.optim.lr=1e-4"]
 
 
 def test_rationale_input_must_be_a_rationales_artifact(tmp_path):

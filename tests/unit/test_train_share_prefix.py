@@ -1,11 +1,11 @@
-"""KA's target pass on the student's prefix cache (train.share_prefix) is exact: the real SmolLM2 gives the
+"""KA's target pass on the student's prefix cache (train.ka.share_prefix) is exact: the real SmolLM2 gives the
 same answer-position logits as a full target forward, and the trainer the same loss and LoRA gradients."""
 
 import pytest
 import torch
 
 from kale_ray.train.collate import answer_logits, collate, shared_prefix_len, tokenize_rows
-from kale_ray.train.config import TrainConfig
+from kale_ray.train.config import KAConfig, OptimConfig, TrainConfig
 from kale_ray.train.loop import build_model, shared_target_logits, train_step
 from kale_ray.train.runners import DDPRunner
 from tests.train_data import arc_rows, with_rationales
@@ -76,7 +76,8 @@ def test_ka_loss_and_lora_gradients_equal_the_unshared_path(tokenizer, tokens, s
     cached prefix comes from the trained model, as the live target requires."""
     results = {}
     for share in (True, False):
-        tc = TrainConfig(method="ka", lr=1e-2, lr_schedule="constant", share_prefix=share, ce_weight=0.5)
+        tc = TrainConfig(method="ka", optim=OptimConfig(lr=1e-2, schedule="constant"),
+                         ka=KAConfig(share_prefix=share, ce_weight=0.5))
         torch.manual_seed(0)
         model = build_model(str(smollm2_path), tc)
         gen = torch.Generator().manual_seed(1)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kale_ray.train.collate import tokenize_rows
-from kale_ray.train.config import TrainConfig
+from kale_ray.train.config import KAConfig, OptimConfig, TrainConfig
 from kale_ray.train.loop import build_model, train_step
 from kale_ray.train.runners import DDPRunner
 from tests.train_data import arc_rows, with_rationales
@@ -25,8 +25,8 @@ def setup(smollm2_path, data_root):
     return str(smollm2_path), tokenizer.pad_token_id, tokens
 
 
-def _runner(path, **overrides):
-    tc = TrainConfig(method="ka", lr=5e-3, lr_schedule="constant", **overrides)
+def _runner(path, **ka):
+    tc = TrainConfig(method="ka", optim=OptimConfig(lr=5e-3, schedule="constant"), ka=KAConfig(**ka))
     torch.manual_seed(0)
     return tc, DDPRunner(build_model(path, tc), tc, 10, 1, torch.device("cpu"))
 

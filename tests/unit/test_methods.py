@@ -1,0 +1,69 @@
+"""The registry of methods and run identities: names, labels and directories, parsed back exactly."""
+
+from typing import get_args
+
+import pytest
+
+from kale_ray.config import load_config
+from kale_ray.methods import (
+    METHODS,
+    TRAINER_METHODS,
+    MethodName,
+    RunId,
+    TrainedMethod,
+    pipeline_runs,
+    trained_runs,
+)
+
+
+def test_registry_matches_its_types():
+    assert tuple(METHODS) == get_args(MethodName)
+    assert tuple(n for n, m in METHODS.items() if m.trainer) == get_args(TrainedMethod)
+    assert {m.trainer for m in METHODS.values() if m.trainer} == set(TRAINER_METHODS)
+    assert all("/" not in m.label for m in METHODS.values())  # labels name result directories
+
+
+def test_trained_runs_one_per_method_and_seed():
+    cfg = load_config(overrides=["train.methods=[sft, ka-noki]"])
+    runs = trained_runs(cfg.train.methods, cfg.train.seeds)
+    assert [(r.method, r.dir_name, r.label, r.seed) for r in runs] == [
+        ("sft", "sft", "SFT", None), ("ka-noki", "ka-noki", "KALE (no KI)", None)]
+    seeded = load_config(overrides=["train.methods=[ka]", "train.seeds=[1, 2]"])
+    runs = trained_runs(seeded.train.methods, seeded.train.seeds)
+    assert [(r.dir_name, r.label, r.seed) for r in runs] == [("ka-s1", "KALE [seed 1]", 1), ("ka-s2", "KALE [seed 2]", 2)]
+    assert [r.label for r in pipeline_runs(["ka"], [0], vanilla=True)] == ["Vanilla", "KALE [seed 0]"]
+
+
+@pytest.mark.parametrize("seed", [None, 0, 7, -3, 12])
+@pytest.mark.parametrize("method", list(METHODS))
+def test_dir_name_and_label_parse_back(method, seed):
+    run = RunId(method, seed)
+    assert RunId.from_dir_name(run.dir_name) == run
+    assert RunId.from_label(run.label) == run
+    assert RunId.from_label(run.label, "hf") == RunId(method, seed, "hf")
+    assert RunId.from_dict(RunId(method, seed, "hf").as_dict()) == RunId(method, seed, "hf")
+
+
+@pytest.mark.parametrize("text", ["Vanilla (base)", "KALE [seed x]", "KALE [seed 01]", "KALE [seed 1] ", "GPT [seed 1]",
+                                  "kale", ""])
+def test_other_labels_name_no_run(text):
+    assert RunId.from_label(text) is None
+
+
+@pytest.mark.parametrize("name", ["ka-s", "ka-sx", "ka-s01", "kale", "ka-noki-2", "sft-s1-final"])
+def test_other_directories_name_no_run(name):
+    assert RunId.from_dir_name(name) is None
+
+
+def test_rows_name_the_variant_and_group_seeds():
+    assert RunId("ka", 2, "hf").row == "KALE · hf" == RunId("ka", None, "hf").row
+    assert RunId("ce-rationale", 1).row == "KALE (no KA)"
+    with pytest.raises(ValueError, match="unknown method"):
+        RunId("kale")  # type: ignore[arg-type]
+
+
+def test_train_methods_are_validated_by_the_config():
+    from kale_ray.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train\.methods\.1"):
+        load_config(overrides=["train.methods=[ka, vanilla]"])
