@@ -63,9 +63,9 @@ def main() -> None:
 
     import torch
 
+    from kale_ray.config.synth import SynthConfig
     from kale_ray.engines.registry import resolve_model
     from kale_ray.synth.backends import make_backend
-    from kale_ray.synth.config import SynthConfig
 
     torch.set_num_threads(args.threads)
     path = resolve_model(args.model)

@@ -38,10 +38,10 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from kale_ray.config import load_config
+    from kale_ray.config.train import KAConfig, LoraConfig, OptimConfig, TrainConfig
     from kale_ray.engines.loading import load_tokenizer
     from kale_ray.engines.registry import prepare_model
     from kale_ray.train.collate import tokenize_rows
-    from kale_ray.train.config import KAConfig, LoraConfig, OptimConfig, TrainConfig
     from kale_ray.train.loop import build_model, train_step
     from kale_ray.train.runners import DDPRunner
     from tests.train_data import arc_rows, with_rationales

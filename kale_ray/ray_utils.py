@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from kale_ray.sections import RayConfig
+from kale_ray.config.shared import RayConfig
 
 
 def init_ray(cfg: RayConfig) -> None:

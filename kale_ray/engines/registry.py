@@ -119,11 +119,10 @@ def greedy_reply(path: Path | str, question: str, max_new_tokens: int = 24) -> s
     """Load offline and greedy-generate a chat reply with transformers' own `generate`: proof that
     the checkpoint is usable by anything, not only by our engines."""
     import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from kale_ray.engines.loading import load_causal_lm, load_tokenizer
-
-    tokenizer = load_tokenizer(path)
-    model = load_causal_lm(path)
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModelForCausalLM.from_pretrained(str(path)).eval()
     ids = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
                                         return_tensors="pt", return_dict=True)
     with torch.no_grad():

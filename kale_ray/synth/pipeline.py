@@ -20,8 +20,8 @@ class SynthWorker:
     """The callable class Ray Data instantiates once per actor."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
+        from kale_ray.config.synth import SynthConfig
         from kale_ray.synth.backends import make_backend
-        from kale_ray.synth.config import SynthConfig
 
         self.cfg = SynthConfig.model_validate(spec["synth"])
         self.spec = spec

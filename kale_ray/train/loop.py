@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kale_ray.config.train import TrainConfig
 from kale_ray.train.checkpoint import EXPORT_DIR, TrainState, checkpoint_dir_name, read_state, write_state
-from kale_ray.train.config import TrainConfig
 
 
 def worker_env(use_gpu: bool) -> dict[str, str]:

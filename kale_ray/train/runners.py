@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from kale_ray.train.config import TrainConfig
+from kale_ray.config.train import TrainConfig
 
 DDP_STATE = "ddp_state.pt"
 DS_TAG = "deepspeed"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kale_ray.train.config import TrainConfig
+from kale_ray.config.train import TrainConfig
 
 STORAGE_NAME = "ray"  # Ray Train's folder inside the run directory: checkpoints and its own state
 

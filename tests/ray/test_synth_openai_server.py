@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from kale_ray.artifacts import Manifest, read_parts
+from kale_ray.config.synth import SynthConfig
 from kale_ray.synth.backends import make_backend
-from kale_ray.synth.config import SynthConfig
 from kale_ray.synth.rows import write_rationales
 from kale_ray.synth.stage import run_synth_stage
 from tests.synth_support import arc_rows, synth_config, with_paths, write_paths_artifact

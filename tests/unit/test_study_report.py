@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kale_ray.config import ConfigError, load_config
-from kale_ray.study.config import PathsRun
+from kale_ray.config.study import PathsRun
 from kale_ray.study.report import (
     accuracy_table,
     collect,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from kale_ray.config.synth import SynthConfig
 from kale_ray.synth.backends import make_backend
-from kale_ray.synth.config import SynthConfig
 from kale_ray.synth.prompts import contains_option_letter
 from kale_ray.synth.rows import write_rationales
 from tests.synth_support import arc_rows, with_paths

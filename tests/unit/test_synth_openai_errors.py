@@ -12,10 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from kale_ray.config import ConfigError
+from kale_ray.config.synth import SynthConfig
 from kale_ray.http_retry import retry_after as _retry_after
 from kale_ray.http_retry import retryable as _retryable
 from kale_ray.synth.backends import make_backend
-from kale_ray.synth.config import SynthConfig
 from kale_ray.synth.rows import write_rationales
 from tests.synth_support import arc_rows, with_paths
 

@@ -3,7 +3,7 @@ blocks (not the output head)."""
 
 import pytest
 
-from kale_ray.train.config import LoraConfig, TrainConfig
+from kale_ray.config.train import LoraConfig, TrainConfig
 from kale_ray.train.loop import build_model
 
 

@@ -4,8 +4,8 @@ same answer-position logits as a full target forward, and the trainer the same l
 import pytest
 import torch
 
+from kale_ray.config.train import KAConfig, OptimConfig, TrainConfig
 from kale_ray.train.collate import answer_logits, collate, shared_prefix_len, tokenize_rows
-from kale_ray.train.config import KAConfig, OptimConfig, TrainConfig
 from kale_ray.train.loop import build_model, shared_target_logits, train_step
 from kale_ray.train.runners import DDPRunner
 from tests.train_data import arc_rows, with_rationales

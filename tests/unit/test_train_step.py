@@ -5,8 +5,8 @@ by the window's token count."""
 import pytest
 import torch
 
+from kale_ray.config.train import KAConfig, OptimConfig, TrainConfig
 from kale_ray.train.collate import tokenize_rows
-from kale_ray.train.config import KAConfig, OptimConfig, TrainConfig
 from kale_ray.train.loop import build_model, train_step
 from kale_ray.train.runners import DDPRunner
 from tests.train_data import arc_rows, with_rationales

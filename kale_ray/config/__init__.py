@@ -1,9 +1,9 @@
 """One typed config tree for every stage: YAML files plus dotted command-line overrides.
 
 Pydantic models with ``extra="forbid"`` so a typo is an error that names the key, not a silently
-ignored setting, and a key that moved (`RENAMED`) is an error that names its new key. Each stage owns
-its section in ``kale_ray/<stage>/config.py``; this module only assembles the tree, loads and
-overrides it.
+ignored setting, and a key that moved (`RENAMED`) is an error that names its new key. Each section
+lives in its own module of this package (``kale_ray/config/<stage>.py``), so every layer can read the
+config and the config imports no stage; this module assembles the tree, loads and overrides it.
 """
 
 from __future__ import annotations
@@ -17,19 +17,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from kale_ray.sections import (
-    DataConfig,
-    EvalConfig,
-    KGConfig,
-    ModelConfig,
-    PathsConfig,
-    ProbeConfig,
-    RayConfig,
-    ServeConfig,
-    StudyConfig,
-    SynthConfig,
-    TrainConfig,
-)
+from kale_ray.config.eval import EvalConfig
+from kale_ray.config.kg import KGConfig, PathsConfig
+from kale_ray.config.probe import ProbeConfig
+from kale_ray.config.serve import ServeConfig
+from kale_ray.config.shared import DataConfig, ModelConfig, RayConfig
+from kale_ray.config.study import StudyConfig
+from kale_ray.config.synth import SynthConfig
+from kale_ray.config.train import TrainConfig
 
 
 class ConfigError(ValueError):

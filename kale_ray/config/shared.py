@@ -1,4 +1,4 @@
-"""The config tree's sections. Shared sections live here; each stage's own lives in its package."""
+"""The sections more than one stage reads: the Ray cluster, the model, the data."""
 
 from __future__ import annotations
 
@@ -6,19 +6,6 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-
-from kale_ray.eval.config import EvalConfig
-from kale_ray.kg.config import KGConfig, PathsConfig
-from kale_ray.probe.config import ProbeConfig
-from kale_ray.serving.config import ServeConfig
-from kale_ray.study.config import StudyConfig
-from kale_ray.synth.config import SynthConfig
-from kale_ray.train.config import TrainConfig
-
-__all__ = [
-    "DataConfig", "EvalConfig", "KGConfig", "ModelConfig", "PathsConfig", "ProbeConfig", "RayConfig",
-    "ServeConfig", "Section", "StudyConfig", "SynthConfig", "TrainConfig",
-]
 
 
 class Section(BaseModel):
