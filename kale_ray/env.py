@@ -27,11 +27,20 @@ QUIET: dict[str, str] = {
     "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
 }
 
-# Offline mode: the embedded default and the tests load models from local files only; clusters that
-# download hub models leave it unset.
+# Offline mode (KALE_OFFLINE=1): the embedded default and the tests load models from local files only;
+# clusters that download hub models leave it off.
 OFFLINE: dict[str, str] = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
+# A cluster this process starts itself: Ray 2.60 turns token auth on, and a local cluster has no token.
+LOCAL_CLUSTER: dict[str, str] = {"RAY_AUTH_MODE": "disabled"}
+
 VERBOSE = "KALE_VERBOSE"
+
+
+def deepspeed_env(use_gpu: bool) -> dict[str, str]:
+    """What DeepSpeed reads at import: the accelerator (it guesses wrong on a CPU-only node), and no
+    op builds (its JIT compiles take minutes and are not needed with torch's AdamW)."""
+    return {"DS_ACCELERATOR": "cuda" if use_gpu else "cpu", "DS_BUILD_OPS": "0"}
 
 
 def verbose() -> bool:
@@ -43,7 +52,8 @@ def apply_defaults(verbose_logs: bool = False) -> None:
     keeps every library's output, and is remembered in KALE_VERBOSE for the code that reads it."""
     if verbose_logs:
         os.environ[VERBOSE] = "1"
-    for key, value in {**DEFAULTS, **({} if verbose() else QUIET)}.items():
+    offline = os.environ.get("KALE_OFFLINE", "") not in ("", "0")
+    for key, value in {**DEFAULTS, **({} if verbose() else QUIET), **(OFFLINE if offline else {})}.items():
         os.environ.setdefault(key, value)
 
 

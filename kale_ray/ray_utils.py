@@ -18,7 +18,7 @@ def init_ray(cfg: RayConfig) -> None:
     """
     import ray
 
-    from kale_ray.env import worker_env_vars
+    from kale_ray.env import LOCAL_CLUSTER, worker_env_vars
 
     if ray.is_initialized():
         return
@@ -27,6 +27,7 @@ def init_ray(cfg: RayConfig) -> None:
     if address:
         ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
         return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    for key, value in LOCAL_CLUSTER.items():
+        os.environ.setdefault(key, value)
     ray.init(num_cpus=cfg.num_cpus, object_store_memory=cfg.object_store_memory,
              include_dashboard=cfg.include_dashboard, log_to_driver=True, runtime_env=runtime_env)

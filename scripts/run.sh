@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled} HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
+export KALE_OFFLINE=${KALE_OFFLINE:-1}  # the embedded default reads local files only (kale_ray/env.py)
 exec .venv/bin/kale-ray pipeline --config "${KALE_CONFIG:-configs/demo.yaml}" "$@"

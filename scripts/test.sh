@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # The README's test command: install (idempotent), then the test suite.
-#   scripts/test.sh            the default suite (CPU, well under 30 minutes on 2 cores)
+#   scripts/test.sh            the default suite (CPU, under 18 minutes on 2 cores)
 #   scripts/test.sh slow       the slow marked checks
 #   scripts/test.sh -k loss    any pytest arguments
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled} HF_HUB_OFFLINE=1 DS_ACCELERATOR=${DS_ACCELERATOR:-cpu}
 if [ "${1:-}" = slow ]; then shift; set -- -m slow "$@"; fi
 set +e
 .venv/bin/python -m pytest "$@"

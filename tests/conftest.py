@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("DS_ACCELERATOR", "cpu")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from kale_ray import env
+
+# The tests run as the embedded default does: offline, local clusters, DeepSpeed on CPU.
+for key, value in {**env.DEFAULTS, **env.OFFLINE, **env.LOCAL_CLUSTER, **env.deepspeed_env(False)}.items():
+    os.environ.setdefault(key, value)
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -19,11 +19,6 @@ from kale_ray.config.train import TrainConfig
 from kale_ray.train.checkpoint import EXPORT_DIR, TrainState, checkpoint_dir_name, read_state, write_state
 
 
-def worker_env(use_gpu: bool) -> dict[str, str]:
-    """Environment DeepSpeed needs before import: the accelerator, and no op builds."""
-    return {"DS_ACCELERATOR": "cuda" if use_gpu else "cpu", "DS_BUILD_OPS": "0"}
-
-
 def build_model(path: str, tc: TrainConfig, trainable: bool = True) -> Any:
     from kale_ray.engines.loading import load_causal_lm
 
@@ -152,7 +147,9 @@ def train_step(window: list[dict[str, Any]], *, method: str, tc: TrainConfig, ru
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    for key, value in worker_env(config["use_gpu"]).items():
+    from kale_ray.env import deepspeed_env
+
+    for key, value in deepspeed_env(config["use_gpu"]).items():
         os.environ.setdefault(key, value)
     import ray.train
     import torch
