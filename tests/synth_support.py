@@ -1,5 +1,5 @@
 """Paths artifacts for the synth tests, built from REAL ARC-Easy rows (kale_ray.data) with hand-written
-path triples and texts in the paths-artifact schema of contracts.md (until the KG stage writes them)."""
+path triples and texts in the paths-artifact schema (docs/stages/kg.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Config of benchmark evaluation (METHOD.md, Evaluation)."""
+"""Config of benchmark evaluation (docs/method.md, Evaluation)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Config of the KG build, entity linking and the multi-path A* search (METHOD.md, Stage 1, steps 1-2)."""
+"""Config of the KG build, entity linking and the multi-path A* search (docs/method.md, Stage 1, steps 1-2)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class KGConfig(_Section):
 
 class PathsConfig(_Section):
     heuristic: Literal["anchor", "landmark", "target"] = Field(
-        "target", description="A* lower bound: anchor (METHOD.md's one-sided anchor bound), landmark (two-sided "
+        "target", description="A* lower bound: anchor (docs/method.md's one-sided anchor bound), landmark (two-sided "
         "landmark bound over the same anchors) or target (the answer entity as its own landmark: exact within "
         "anchor_depth hops; fewest expansions, see bench/README.md).")
     anchors: int = Field(4, ge=0, description="k: anchor nodes sampled around the answer entity (anchor, landmark).")

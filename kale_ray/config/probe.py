@@ -1,4 +1,4 @@
-"""Config of knowledge probing (METHOD.md, the KA2L section)."""
+"""Config of knowledge probing (docs/method.md, the KA2L section)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Config of rationale synthesis (METHOD.md, Stage 1, step 3)."""
+"""Config of rationale synthesis (docs/method.md, Stage 1, step 3)."""
 
 from __future__ import annotations
 

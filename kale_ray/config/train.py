@@ -1,4 +1,4 @@
-"""Config of KA fine-tuning and its baselines (METHOD.md, Stage 2).
+"""Config of KA fine-tuning and its baselines (docs/method.md, Stage 2).
 
 The KA objective, the LoRA adapters, the optimizer and checkpointing are sections of their own
 (`train.ka.*`, `train.lora.*`, `train.optim.*`, `train.checkpoint.*`): each is read by one part of

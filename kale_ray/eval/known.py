@@ -1,4 +1,4 @@
-"""known&incorrect (METHOD.md): does the model know the fact a question needs, yet answer wrongly?
+"""known&incorrect (docs/method.md): does the model know the fact a question needs, yet answer wrongly?
 
 The probe for an item is a fact-check built from its KG path sentence (`path_texts`) or, when it has
 none, a sentence of its rationale: the first sentence that mentions the gold answer. Each distractor

@@ -80,7 +80,7 @@ def neighbourhood(indptr: np.ndarray, nbr: np.ndarray, source: int, depth: int, 
 @njit(cache=True)
 def anchor_heuristic(indptr: np.ndarray, nbr: np.ndarray, anchors: np.ndarray, target: int, depth: int,
                      dist: np.ndarray, queue: np.ndarray) -> np.ndarray:
-    """METHOD.md's bound: h(e) = max_i [dist(a_i, target) - dist(a_i, e)]+, a term with an unreached
+    """docs/method.md's bound: h(e) = max_i [dist(a_i, target) - dist(a_i, e)]+, a term with an unreached
     node = 0. Only nodes some anchor BFS reached can get h > 0, so only those are written."""
     h = np.zeros(len(indptr) - 1, np.int16)
     for a in anchors:

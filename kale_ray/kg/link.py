@@ -1,4 +1,4 @@
-"""Entity linking by normalised alias matching (METHOD.md, Stage 1, step 1).
+"""Entity linking by normalised alias matching (docs/method.md, Stage 1, step 1).
 
 Text and every label/alias are normalised the same way (accents stripped, lower case, punctuation to
 spaces). A question is scanned left to right for the longest alias starting at each token (multi-word

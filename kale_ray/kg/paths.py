@@ -1,4 +1,4 @@
-"""Multi-path A* with anchor / landmark heuristics (METHOD.md, Stage 1, step 2) and the exhaustive BFS
+"""Multi-path A* with anchor / landmark heuristics (docs/method.md, Stage 1, step 2) and the exhaustive BFS
 reference with the same limits.
 
 Both search the undirected view of the KG (an edge may be walked against its direction) over CSR
@@ -7,7 +7,7 @@ arrays (`store.Adjacency`), return node-distinct simple paths, at most `max_path
 
 A*: cost g = edges walked from the source, f = g + h, with one of three admissible lower bounds h
 on the undirected hop distance to the target (`SearchLimits.heuristic`, proofs in `build_heuristic`):
-    anchor    METHOD.md exactly: h(e) = max_i [dist(a_i, e_target) - dist(a_i, e)]+ over k anchors a_i
+    anchor    docs/method.md exactly: h(e) = max_i [dist(a_i, e_target) - dist(a_i, e)]+ over k anchors a_i
               sampled (seeded) from the m-hop neighbourhood of the target, each with a BFS of depth d,
               0 for any term with an unreached node. At most m, so it prunes little (bench/README.md).
     landmark  the full two-sided landmark (ALT) bound over the same anchors, using that a node a depth-d
@@ -164,7 +164,7 @@ def build_heuristic(adj: Adjacency, target: int, limits: SearchLimits,
       - t reached, e not: dist(e, t) >= dist(a, e) - D(t) >= d + 1 - D(t);
       - e reached, t not: dist(e, t) >= dist(a, t) - D(e) >= d + 1 - D(e);
       - neither: dist(e, t) >= 0.
-    `landmark` takes the max of these over the anchors, a max of lower bounds; `anchor` (METHOD.md)
+    `landmark` takes the max of these over the anchors, a max of lower bounds; `anchor` (docs/method.md)
     keeps only the first case's one-sided term [D(t) - D(e)]+, so it is no larger than `landmark`.
     `target` is the landmark term for a = t: D(t) = 0, so h(e) = D(e) = dist(e, t) when e is within d
     hops (exact) and d + 1 otherwise. No other anchor can raise it: within d hops it is already the

@@ -1,4 +1,4 @@
-"""What the rationale writer is asked, and whether what it wrote is usable (METHOD.md, Stage 1, step 3).
+"""What the rationale writer is asked, and whether what it wrote is usable (docs/method.md, Stage 1, step 3).
 
 The KI prompt gives the question, the gold answer and the verbalised KG paths; the w/o-KI prompt (the
 ablation, and the fallback for rows without a path) gives the question and the answer only. The

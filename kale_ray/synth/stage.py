@@ -1,4 +1,4 @@
-"""The synth stage: a paths artifact in, a rationales artifact out (contracts.md), resumable.
+"""The synth stage: a paths artifact in, a rationales artifact out (docs/stages/synth.md), resumable.
 
 Progress is kept as numbered Parquet parts written atomically by the driver as rows come back from the
 actor pool. A re-run reads the ids already written and sends only the others to the writers, so a
@@ -191,7 +191,7 @@ def _counts(final: pa.Table, source: pa.Table, max_paths: int) -> tuple[dict[str
 
 
 def run_synth_stage(cfg: Any, paths_dir: Path, out: Path, select: dict[str, Any] | None = None) -> Path:
-    """Write one rationale row per paths row (contracts.md); skip when complete for the same config.
+    """Write one rationale row per paths row (docs/stages/synth.md); skip when complete for the same config.
 
     `select` says how the paths stage's rows were chosen (kale_ray.probe.uses.select_rows); the manifest
     records it with the work done (pairs searched, rationale tokens) under `extra.select`."""

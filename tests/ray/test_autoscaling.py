@@ -1,4 +1,4 @@
-"""Local autoscaling simulation (DESIGN.md): a GPU-demanding task makes a fake GPU node appear, and
+"""Local autoscaling simulation (docs/cluster.md): a GPU-demanding task makes a fake GPU node appear, and
 the idle node goes away again. Fake nodes are real raylets on this machine; slow, so marked."""
 
 import json

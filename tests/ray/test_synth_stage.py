@@ -1,5 +1,5 @@
 """The synth stage on a local Ray cluster with the template writer, on real ARC-Easy rows: the artifact
-of contracts.md, the no-path policy, and that a killed actor or a crashed driver loses nothing."""
+of docs/architecture.md (artifacts), the no-path policy, and that a killed actor or a crashed driver loses nothing."""
 
 from __future__ import annotations
 

@@ -128,7 +128,7 @@ def test_landmark_dominates_anchor_and_target_is_the_capped_true_distance(seed: 
 
 def test_unreached_nodes_get_the_depth_bound() -> None:
     """On a path 0-1-...-9 with anchor 1 next to target 0 and d = 2: nodes 4.. are unreached from the
-    anchor, hence >= d + 1 - dist(1, 0) = 2 from the target; METHOD.md's bound gives them 0."""
+    anchor, hence >= d + 1 - dist(1, 0) = 2 from the target; docs/method.md's bound gives them 0."""
     kg = kg_from_triples([(f"n{i}", "r", f"n{i + 1}") for i in range(9)])
     adj, target, anchor = kg.adjacency, kg.id_of("n0"), kg.id_of("n1")
     anchors = np.array([anchor])
