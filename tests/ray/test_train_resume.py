@@ -19,7 +19,9 @@ import pytest
 from kale_ray.artifacts import Manifest, atomic_write_parquet
 from kale_ray.config import load_config
 from kale_ray.progress import read_metrics
+from kale_ray.train.checkpoint import checkpoint_dir_name
 from kale_ray.train.stage import run_train_stage
+from kale_ray.train.trainer import STORAGE_NAME
 from tests.train_data import arc_rows
 
 pytestmark = pytest.mark.ray
@@ -29,12 +31,24 @@ def _metrics(out: Path) -> list[dict]:
     return [m for m in read_metrics(out / "metrics.jsonl") if "step" in m]
 
 
-def _kill_a_worker_when(out: Path, step: int, resumed_from: int | None, timeout: float = 400) -> int:
+def _registered(out: Path, checkpoint_step: int) -> bool:
+    """Ray Train's controller has recorded this checkpoint in its snapshot: a re-run will find it.
+    (A worker's report is registered asynchronously; a kill before that loses the checkpoint, as a
+    real crash would, and the run rightly starts over.)"""
+    from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
+
+    snapshot = out / STORAGE_NAME / CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
+    return snapshot.is_file() and checkpoint_dir_name(checkpoint_step) in snapshot.read_text()
+
+
+def _kill_a_worker_when(out: Path, step: int, resumed_from: int | None, checkpoint_step: int,
+                        timeout: float = 400) -> int:
     from ray._private.state import actors  # the GCS table; the state API wants a dashboard
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(m["step"] >= step and m["resumed_from"] == resumed_from for m in _metrics(out)):
+        if any(m["step"] >= step and m["resumed_from"] == resumed_from for m in _metrics(out)) \
+                and _registered(out, checkpoint_step):
             alive = actors(actor_state_name="ALIVE").values()
             pid = max(int(a["Pid"]) for a in alive if a["ActorClassName"] == "RayTrainWorker")
             os.kill(pid, signal.SIGKILL)
@@ -87,7 +101,7 @@ def _assert_resumed_at_step_3(out: Path) -> None:
 def test_a_killed_run_resumes_from_its_last_checkpoint_when_re_run(ray_local, data_root, tmp_path):
     cfg, data, out = _config(data_root, tmp_path, max_failures=0)
     thread, errors = _start(cfg, data)
-    _kill_a_worker_when(out, 3, None)  # after step 3; the newest checkpoint is step 2
+    _kill_a_worker_when(out, 3, None, checkpoint_step=2)  # after step 3; the newest checkpoint is step 2
     thread.join(timeout=600)
     assert not thread.is_alive()
     assert errors and "training failed" in str(errors[0]) and "re-run" in str(errors[0])
@@ -100,7 +114,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_when_re_run(ray_local, da
 def test_failure_config_restarts_a_dead_worker_from_the_checkpoint(ray_local, data_root, tmp_path):
     cfg, data, out = _config(data_root, tmp_path, max_failures=1)
     thread, errors = _start(cfg, data)
-    _kill_a_worker_when(out, 3, None)
+    _kill_a_worker_when(out, 3, None, checkpoint_step=2)
     thread.join(timeout=600)
     assert not thread.is_alive() and not errors  # retried inside the same run
     _assert_resumed_at_step_3(out)
