@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 # Every process: progress lines reach `ray job logs --follow` at once; tokenizers do not fork threads
@@ -55,6 +56,9 @@ def apply_defaults(verbose_logs: bool = False) -> None:
     offline = os.environ.get("KALE_OFFLINE", "") not in ("", "0")
     for key, value in {**DEFAULTS, **({} if verbose() else QUIET), **(OFFLINE if offline else {})}.items():
         os.environ.setdefault(key, value)
+    if not verbose():  # PYTHONWARNINGS reaches the processes started from here; this one, too
+        for category in (DeprecationWarning, FutureWarning):
+            warnings.filterwarnings("ignore", category=category)
 
 
 def worker_env_vars() -> dict[str, str]:
