@@ -183,7 +183,7 @@ def require_path(cfg: KaleConfig, key: str, kind: str = "any") -> Path:
 
 
 def describe_keys(model: type[BaseModel] = KaleConfig, prefix: str = "") -> list[tuple[str, str, str, str]]:
-    """(key, type, default, description) for every leaf, for the README's configuration reference."""
+    """(key, type, default, description) for every leaf: `kale-ray config keys` prints them."""
     rows: list[tuple[str, str, str, str]] = []
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"

@@ -25,9 +25,7 @@ def build_model(path: str, tc: TrainConfig, trainable: bool = True) -> Any:
     dtype = "bfloat16" if (tc.precision == "bf16" and not trainable) else "float32"
     model = load_causal_lm(path, dtype=dtype, trainable=trainable)
     model.config.use_cache = False
-    if not trainable:
-        model.eval()
-        model.requires_grad_(False)
+    if not trainable:  # load_causal_lm already put it in eval mode with gradients off
         return model
     if tc.lora.enabled:
         from peft import LoraConfig, get_peft_model
