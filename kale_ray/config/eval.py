@@ -18,6 +18,10 @@ class EvalConfig(BaseModel):
     limit: int | None = Field(None, ge=1, description="Score at most this many items per benchmark.")
     batch_size: int = Field(
         64, ge=1, description="Most option sequences per forward pass in-process (also capped at 8192 tokens).")
+    engine: Literal["serve", "local"] = Field(
+        "serve", description="Models given as paths or names: serve (deployed on Ray Serve for the stage, the "
+                             "base once per replica with every LoRA adapter on it, replicas and their CPUs/GPUs "
+                             "from serve.*, scored through the OpenAI API) or local (in this process, no Ray).")
     concurrency: int = Field(8, ge=1, description="Requests in flight when scoring through the Serve API.")
     request_timeout_s: float = Field(300.0, gt=0, description="Timeout of one request to a served model.")
     max_retries: int = Field(

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from kale_ray.artifacts import Manifest, atomic_write_json, atomic_write_text
+from kale_ray.config import ConfigError
 from kale_ray.data.answers import exact_match, extract_answer
 from kale_ray.data.format import answer_text, prompt_text
 from kale_ray.eval.metrics import mc_scores
@@ -141,45 +144,49 @@ def run_eval(cfg: Any, models: dict[str, str], out: Path, rows: pa.Table | None 
 
         probe_file = probe_dir(cfg) / "probe.npz"
         known_source = file_sha256(probe_file) if probe_file.is_file() else "no probe"
+    keys = {(m, b): _pair_key(spec, cfg, t.to_pylist(), known_source)
+            for m, spec in models.items() for b, t in tables.items()}
+    done = {pair for pair, key in keys.items() if _done_metrics(out, *pair, key) is not None}
+    pending = {m: spec for m, spec in models.items() if any((m, b) not in done for b in tables)}
     summary: dict[str, dict[str, dict[str, Any]]] = {}
-    for method, spec in models.items():
-        summary[method] = {}
-        scorer = None
-        try:
-            for bench, table in tables.items():
-                pair_dir = out / method / bench
-                items = table.to_pylist()
-                key = _pair_key(spec, cfg, items, known_source)
-                done = pair_dir / "metrics.json"
-                if done.is_file() and json.loads(done.read_text()).get("key") == key:
-                    summary[method][bench] = json.loads(done.read_text())["metrics"]
-                    print(f"eval: {method}/{bench} is complete, skipping", flush=True)
-                    continue
-                scorer = scorer or open_scorer(spec, cfg)
-                progress = Progress(f"eval {method}/{bench}", len(items), unit="items",
-                                    metrics_path=out / "metrics.jsonl")
-                preds = score_rows(scorer, bench, items, cfg, progress)
-                flags = None
-                if cfg.eval.known_incorrect and cfg.eval.known_from == "probe":
-                    from kale_ray.probe.uses import probe_known_flags
+    with _scoring_specs(cfg, pending) as specs:
+        for method, spec in models.items():
+            summary[method] = {}
+            scorer = None
+            try:
+                for bench, table in tables.items():
+                    if (method, bench) in done:
+                        summary[method][bench] = _done_metrics(out, method, bench, keys[method, bench])
+                        print(f"eval: {method}/{bench} is complete, skipping", flush=True)
+                        continue
+                    items = table.to_pylist()
+                    scorer = scorer or open_scorer(specs[method], cfg)
+                    progress = Progress(f"eval {method}/{bench}", len(items), unit="items",
+                                        metrics_path=out / "metrics.jsonl")
+                    preds = score_rows(scorer, bench, items, cfg, progress)
+                    flags = None
+                    if cfg.eval.known_incorrect and cfg.eval.known_from == "probe":
+                        from kale_ray.probe.uses import probe_known_flags
 
-                    flags = probe_known_flags(scorer, items, cfg)
-                elif probe_rows:
-                    flags = known_flags(scorer, items, probe_rows)
-                if flags is not None:
-                    for pred, flag in zip(preds, flags, strict=True):
-                        pred["known"] = flag
-                progress.close()
-                metrics = pair_metrics(preds)
-                atomic_write_text(pair_dir / "predictions.jsonl",
-                                  "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in preds))
-                atomic_write_json(done, {"key": key, "spec": spec, "metrics": metrics})
-                summary[method][bench] = metrics
-                print(f"eval: {method}/{bench}: accuracy {metrics['accuracy']:.4f} on {metrics['n']} items",
-                      flush=True)
-        finally:
-            if scorer is not None:
-                scorer.close()
+                        flags = probe_known_flags(scorer, items, cfg)
+                    elif probe_rows:
+                        flags = known_flags(scorer, items, probe_rows)
+                    if flags is not None:
+                        for pred, flag in zip(preds, flags, strict=True):
+                            pred["known"] = flag
+                    progress.close()
+                    metrics = pair_metrics(preds)
+                    pair_dir = out / method / bench
+                    atomic_write_text(pair_dir / "predictions.jsonl",
+                                      "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in preds))
+                    atomic_write_json(pair_dir / "metrics.json",
+                                      {"key": keys[method, bench], "spec": spec, "metrics": metrics})
+                    summary[method][bench] = metrics
+                    print(f"eval: {method}/{bench}: accuracy {metrics['accuracy']:.4f} on {metrics['n']} items",
+                          flush=True)
+            finally:
+                if scorer is not None:
+                    scorer.close()
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "table.md", markdown_table(summary))
     bar_chart(summary, out / "chart.png")
@@ -188,6 +195,31 @@ def run_eval(cfg: Any, models: dict[str, str], out: Path, rows: pa.Table | None 
              counts={f"{m}/{b}": v["n"] for m, pb in summary.items() for b, v in pb.items()}).write(out)
     print((out / "table.md").read_text(), flush=True)
     return out
+
+
+def _done_metrics(out: Path, method: str, bench: str, key: str) -> dict[str, Any] | None:
+    """A pair's metrics when an earlier run wrote them for the same key."""
+    path = out / method / bench / "metrics.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record["metrics"] if record.get("key") == key else None
+
+
+@contextmanager
+def _scoring_specs(cfg: Any, models: dict[str, str]) -> Iterator[dict[str, str]]:
+    """method -> what `open_scorer` opens: with `eval.engine=serve`, models given as paths or names are
+    deployed on Ray Serve for the stage (kale_ray.eval.served); `local` scores them in this process."""
+    if cfg.eval.engine == "local" or not models:
+        yield dict(models)
+        return
+    if cfg.eval.known_incorrect and cfg.eval.known_from == "probe":
+        raise ConfigError("eval.known_from=probe reads the model's hidden states in process: "
+                          "set eval.engine=local")
+    from kale_ray.eval.served import serving
+
+    with serving(cfg, models) as specs:
+        yield specs
 
 
 def _summary_hash(summary: dict[str, Any]) -> str:

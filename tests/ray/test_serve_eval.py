@@ -48,7 +48,7 @@ def api(ray_local, smollm2_path):
 def kale_results(tmp_path_factory, api, arc_file, smollm2_path):
     out = tmp_path_factory.mktemp("results")
     code = main(["eval", "--model", f"local={smollm2_path}", "--model", f"served={api}#smollm2",
-                 "--benchmark", str(arc_file), "--out", str(out), "eval.concurrency=4",
+                 "--benchmark", str(arc_file), "--out", str(out), "eval.concurrency=4", "eval.engine=local",
                  f"eval.api_key_env={API_KEY_ENV}"])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())

@@ -20,7 +20,7 @@ def test_side_runs_write_what_the_page_shows(ray_local, data_root: Path, smollm2
     title, bbh = "MetaQA 1-hop", "BBH navigate"
     cfg = load_config(None, [
         f"workdir={tmp_path}", "run_name=st", f"data_root={data_root}", "study.variants={}",
-        "paths.workers=1", "paths.worker_cpus=0.5", "paths.batch_size=4",
+        "paths.workers=1", "eval.engine=local", "paths.worker_cpus=0.5", "paths.batch_size=4",
         f"study.path_runs={{'{title}': {{benchmark: metaqa-1hop, kg_source: metaqa, limit: 6, max_hops: 1}}}}",
         f"study.eval_runs={{'{bbh}': {{benchmarks: [bbh-navigate], limit: 2, models: {{Vanilla: {smollm2_path}}}}}}}",
         f"study.results={tmp_path}/results.md", f"study.results_json={tmp_path}/results.json"])

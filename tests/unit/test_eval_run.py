@@ -21,7 +21,7 @@ def rows(data_root):
 @pytest.fixture(scope="module")
 def results(tmp_path_factory, rows, smollm2_path, tiny_llama_path):
     out = tmp_path_factory.mktemp("eval")
-    cfg = load_config(None, ["eval.max_new_tokens=8"])
+    cfg = load_config(None, ["eval.max_new_tokens=8", "eval.engine=local"])
     probes = pa.table({"id": [rows.column("id")[0].as_py()],
                        "path_texts": [[f"{rows.column('gold_text')[0].as_py()} is the right answer."]]})
     run_eval(cfg, {"vanilla": str(smollm2_path), "tiny": str(tiny_llama_path)}, out,
@@ -95,7 +95,7 @@ def test_pipeline_eval_stage_scores_the_data_stage_test_split(tmp_path, data_roo
     from kale_ray.eval.run import run_eval_stage
 
     cfg = load_config(None, [f"workdir={tmp_path}", f"data_root={data_root}", f"model.name_or_path={tiny_llama_path}",
-                             "data.limit_test=3", "train.methods=[sft]"])
+                             "data.limit_test=3", "train.methods=[sft]", "eval.engine=local"])
     run_data_stage(cfg)
     final = cfg.stage_dir("train") / "sft" / "final"
     final.parent.mkdir(parents=True)

@@ -43,7 +43,7 @@ def test_known_from_probe_in_eval(tmp_path, data_root, smollm2_path) -> None:
     assert 0 < sum(expected) < len(expected)
     probe.save(tmp_path / "probe" / "probe.npz")
 
-    cfg = load_config(None, ["eval.known_from=probe", f"probe.out={tmp_path / 'probe'}"])
+    cfg = load_config(None, ["eval.known_from=probe", f"probe.out={tmp_path / 'probe'}", "eval.engine=local"])
     out = run_eval(cfg, {"vanilla": str(smollm2_path)}, tmp_path / "results", rows=rows)
     preds = [json.loads(line) for line in (out / "vanilla" / "arc-easy" / "predictions.jsonl").read_text().splitlines()]
     assert [p["known"] for p in preds] == expected

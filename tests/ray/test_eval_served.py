@@ -1,0 +1,76 @@
+"""The eval stage through Ray Serve (`eval.engine=serve`, the default): the base once with a trained
+LoRA adapter on it and a fully fine-tuned model in its own deployment, scored over HTTP, equal item by
+item to in-process scoring, and the app taken down after."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from kale_ray.config import ConfigError, load_config
+from kale_ray.data.benchmarks import load_benchmark
+from kale_ray.eval.run import run_eval
+from kale_ray.eval.served import BASE_NAME, served_layout
+from tests.ray.serve_helpers import free_port, make_lora_adapter
+
+pytestmark = pytest.mark.ray
+
+
+def _preds(out: Path, method: str) -> list[dict]:
+    return [json.loads(x) for x in (out / method / "arc-easy" / "predictions.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, smollm2_path, tiny_llama_path) -> dict[str, str]:
+    """A pipeline-shaped train dir: `<run>/adapter` beside `<run>/final` for LoRA; a full fine-tune."""
+    from kale_ray.engines.loading import load_causal_lm, load_tokenizer
+
+    runs = tmp_path_factory.mktemp("train")
+    adapter = make_lora_adapter(smollm2_path, runs / "ka" / "adapter")
+    merged = load_causal_lm(smollm2_path, adapters={"default": str(adapter)}).merge_and_unload()
+    merged.save_pretrained(runs / "ka" / "final")  # what the trainer's export writes
+    load_tokenizer(smollm2_path).save_pretrained(runs / "ka" / "final")
+    return {"Vanilla": str(smollm2_path), "KALE": str(runs / "ka" / "final"), "Full": str(tiny_llama_path)}
+
+
+def test_layout_puts_adapters_on_the_base_and_full_fine_tunes_apart(models, smollm2_path) -> None:
+    entries, names = served_layout(str(smollm2_path), {**models, "Remote": "http://10.0.0.1:8000/v1#x"})
+    assert names == {"Vanilla": BASE_NAME, "KALE": "KALE", "Full": "full-Full"}
+    assert entries[0]["name"] == BASE_NAME and entries[0]["adapters"] == {
+        "KALE": str(Path(models["KALE"]).parent / "adapter")}
+    assert entries[1] == {"name": "full-Full", "path": models["Full"], "adapters": {}}
+    only_full, _ = served_layout(str(smollm2_path), {"Full": models["Full"]})
+    assert [e["name"] for e in only_full] == ["full-Full"]  # no idle base deployment
+
+
+def test_served_eval_equals_in_process_item_by_item(ray_local, models, smollm2_path, data_root, tmp_path,
+                                                    capsys) -> None:
+    from ray import serve
+
+    rows = load_benchmark("arc-easy", data_root, "test").slice(0, 6)
+    rows = pa.concat_tables([rows])
+    common = [f"model.name_or_path={smollm2_path}", "eval.known_incorrect=false", "eval.concurrency=4",
+              f"serve.port={free_port()}", "serve.replica_cpus=0.5", "serve.ingress_cpus=0.05"]
+    served_out = run_eval(load_config(None, common), models, tmp_path / "served", rows=rows)
+    log = capsys.readouterr().out
+    assert "deploying 2 model(s) with 1 adapter(s) on Ray Serve" in log
+    assert not serve.status().applications or all("-eval-" not in n for n in serve.status().applications)
+    local_out = run_eval(load_config(None, [*common, "eval.engine=local"]), models, tmp_path / "local", rows=rows)
+    for method in models:
+        served, local = _preds(served_out, method), _preds(local_out, method)
+        assert [p["id"] for p in served] == [p["id"] for p in local]
+        for s, loc in zip(served, local, strict=True):
+            assert s["lls"] == pytest.approx(loc["lls"], abs=1e-4)
+            assert s["pred"] == loc["pred"]
+    # the adapter is really applied: its scores differ from the base's
+    assert _preds(served_out, "KALE")[0]["lls"] != pytest.approx(_preds(served_out, "Vanilla")[0]["lls"], abs=1e-3)
+
+
+def test_known_from_probe_needs_local_scoring(models, tmp_path, data_root) -> None:
+    rows = load_benchmark("arc-easy", data_root, "test").slice(0, 2)
+    cfg = load_config(None, ["eval.known_from=probe", f"probe.out={tmp_path}"])
+    with pytest.raises(ConfigError, match="eval.engine=local"):
+        run_eval(cfg, {"Vanilla": models["Vanilla"]}, tmp_path / "out", rows=rows)
