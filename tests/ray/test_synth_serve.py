@@ -12,7 +12,7 @@ import pytest
 from kale_ray.artifacts import Manifest, read_parts
 from kale_ray.config import load_config
 from kale_ray.synth.stage import run_synth_stage
-from tests.ray.serve_helpers import free_port, running_app
+from tests.ray.serve_helpers import free_port, running_app, write_key_file
 from tests.synth_support import arc_rows, synth_config, write_paths_artifact
 
 pytestmark = pytest.mark.ray
@@ -22,12 +22,12 @@ WRONG_ENV = "KALE_SYNTH_TEST_WRONG_KEY"
 
 
 @pytest.fixture(scope="module")
-def endpoint(ray_local, smollm2_path):
+def endpoint(ray_local, tmp_path_factory, smollm2_path):
     os.environ[KEY_ENV] = KEY
     os.environ[WRONG_ENV] = "not-the-key"
     models = json.dumps([{"name": "smollm2", "path": str(smollm2_path)}])
     cfg = load_config(None, [f"serve.models={models}", f"serve.port={free_port()}", "serve.replica_cpus=0.5",
-                             f"serve.api_key_env={KEY_ENV}", "serve.max_queued=1", "serve.retry_after_s=1"])
+                             f"serve.api_key_file={write_key_file(tmp_path_factory.mktemp('key'), KEY)}", "serve.max_queued=1", "serve.retry_after_s=1"])
     with running_app(cfg, "synthtest") as base:
         yield base + "/v1"
 
