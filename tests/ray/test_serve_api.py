@@ -37,9 +37,9 @@ def adapter(tmp_path_factory, smollm2_path):
 @pytest.fixture(scope="module")
 def api(ray_local, tmp_path_factory, smollm2_path, adapter):
     models = json.dumps([{"name": BASE, "path": str(smollm2_path), "adapters": {LORA: str(adapter)}}])
+    key_file = write_key_file(tmp_path_factory.mktemp("key"))
     cfg = load_config(None, [f"serve.models={models}", f"serve.port={free_port()}", "serve.replica_cpus=0.5",
-                             f"serve.api_key_file={write_key_file(tmp_path_factory.mktemp('key'))}", "serve.max_queued=2",
-                             "serve.max_request_bytes=200000"])
+                             f"serve.api_key_file={key_file}", "serve.max_queued=2", "serve.max_request_bytes=200000"])
     with running_app(cfg, "apitest") as base:
         yield base + "/v1"
 

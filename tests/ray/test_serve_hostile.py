@@ -242,6 +242,10 @@ def test_the_key_is_neither_in_runtime_env_nor_in_any_log(app, ray_local):
     a runtime_env would be) and every log file of the cluster never contain it."""
     from ray.serve.context import _get_global_client
 
+    from kale_ray.serving.app import bound_host
+
+    # The exposure check asks the running Serve proxy where it binds, whatever serve.host says.
+    assert bound_host(load_config(None, ["serve.host=0.0.0.0"])) == "127.0.0.1"
     details = json.dumps(_get_global_client().get_serve_details(), default=str)
     assert "hostile" in details and API_KEY not in details
     assert post(app, "/completions", OK).status_code == 200

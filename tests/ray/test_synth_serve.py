@@ -1,5 +1,5 @@
 """The openai writer against the project's own Serve app (real Ray Serve over HTTP on 127.0.0.1, real
-SmolLM2-135M-Instruct): API key from the environment, and real 503 + Retry-After answers from the app's
+SmolLM2-135M-Instruct): the client's API key from the environment, and real 503 + Retry-After answers from the app's
 bounded queue that the writer must back off from and get through."""
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ def endpoint(ray_local, tmp_path_factory, smollm2_path):
     os.environ[KEY_ENV] = KEY
     os.environ[WRONG_ENV] = "not-the-key"
     models = json.dumps([{"name": "smollm2", "path": str(smollm2_path)}])
+    key_file = write_key_file(tmp_path_factory.mktemp("key"), KEY)  # the app's key; clients read KEY_ENV
     cfg = load_config(None, [f"serve.models={models}", f"serve.port={free_port()}", "serve.replica_cpus=0.5",
-                             f"serve.api_key_file={write_key_file(tmp_path_factory.mktemp('key'), KEY)}", "serve.max_queued=1", "serve.retry_after_s=1"])
+                             f"serve.api_key_file={key_file}", "serve.max_queued=1", "serve.retry_after_s=1"])
     with running_app(cfg, "synthtest") as base:
         yield base + "/v1"
 
