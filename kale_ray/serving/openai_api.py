@@ -23,6 +23,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    model_validator,
 )
 
 from kale_ray.engines.base import ContextLengthError, GenerationRequest
@@ -77,6 +78,12 @@ class _Request(BaseModel):
     frequency_penalty: Literal[0] | None = None
     presence_penalty: Literal[0] | None = None
     stream_options: None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        """OpenAI clients send `null` for options they leave at their default."""
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
     def stops(self) -> list[str]:
         if self.stop is None:

@@ -156,8 +156,8 @@ def test_a_header_past_the_proxy_limit_is_a_4xx(app):
 
 def test_edge_values_that_are_served(app):
     """Served, not refused: a near-zero temperature decodes greedily (vLLM's rule), content parts are
-    joined, `developer` is `system`, neutral OpenAI fields are accepted, the int64 seed range holds,
-    the bearer scheme is case-insensitive."""
+    joined, `developer` is `system`, neutral OpenAI fields are accepted, `null` is the default, the
+    int64 seed range holds, the bearer scheme is case-insensitive."""
     greedy = post(app, "/completions", {**OK, "prompt": COUNTING, "max_tokens": 4, "temperature": 0}).json()
     tiny_t = post(app, "/completions", {**OK, "prompt": COUNTING, "max_tokens": 4, "temperature": 1e-45})
     assert tiny_t.status_code == 200 and tiny_t.json()["choices"][0]["text"] == greedy["choices"][0]["text"]
@@ -168,7 +168,9 @@ def test_edge_values_that_are_served(app):
     for body in ({**CHAT, "messages": [{"role": "developer", "content": "Be brief."},
                                        {"role": "user", "content": "Hi", "name": "x"}]},
                  {**OK, "seed": 2**63 - 1, "temperature": 1.0, "user": "u", "frequency_penalty": 0,
-                  "presence_penalty": 0, "best_of": 1, "n": 1, "stream": False}):
+                  "presence_penalty": 0, "best_of": 1, "n": 1, "stream": False},
+                 {**OK, "temperature": None, "top_p": None, "n": None, "stream": None, "stop": None, "seed": None,
+                  "logprobs": None, "echo": None, "stream_options": None}):
         resp = post(app, "/chat/completions" if "messages" in body else "/completions", body)
         assert resp.status_code == 200, resp.text
     assert post(app, "/completions", OK, headers={"Authorization": f"bearer {API_KEY}"}).status_code == 200
