@@ -35,11 +35,27 @@ class ServeConfig(BaseModel):
     replica_gpus: float = Field(0.0, ge=0, description="GPUs per replica.")
     ingress_cpus: float = Field(0.1, gt=0, description="CPUs of the HTTP ingress replica.")
     device: str = Field("auto", description="Device of the hf engine: auto (cuda if present), cpu, cuda.")
-    api_key_env: str | None = Field(None, description="If set, the bearer API key is read from this variable.")
+    api_key_env: str | None = Field(
+        None, description="Bearer API key: the variable that holds it, read by the replica from its own "
+        "environment (set it on every Ray node; it is never put into Ray's runtime_env).")
+    api_key_file: str | None = Field(
+        None, description="Bearer API key: a file holding it (a mounted secret on every node), read by the "
+        "replica; takes precedence over api_key_env.")
+    allow_unauthenticated: bool = Field(
+        False, description="Allow a non-loopback serve.host without an API key (refused otherwise).")
     max_request_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413.")
     max_queued: int = Field(64, ge=1, description="Requests waiting per replica before 503 + Retry-After.")
     retry_after_s: int = Field(1, ge=1, description="Retry-After seconds sent with a 503 (queue full).")
     max_prompts: int = Field(64, ge=1, description="Prompts one completions request may carry.")
     default_max_tokens: int = Field(16, ge=0, description="max_tokens of a request that gives none.")
+    max_request_tokens: int = Field(
+        65_536, ge=1, description="Budget of one request: the sum over its prompts of prompt tokens plus "
+        "max_tokens; past it, 400.")
+    request_timeout_s: float = Field(
+        120.0, gt=0, description="Wall time one request may compute on a replica (hf engine: checked before "
+        "every forward pass); past it, 408.")
+    body_timeout_s: float = Field(30.0, gt=0, description="Time a client has to send its whole body; else 408.")
+    max_response_bytes: int = Field(
+        16_000_000, ge=1024, description="Larger responses are refused with 400 (ask for fewer tokens/logprobs).")
     vllm_engine_kwargs: dict[str, object] = Field(
         default_factory=dict, description="Extra vllm.LLM arguments (vllm backend), e.g. max_model_len.")

@@ -4,7 +4,7 @@ or autoscaling from `serve`), behind one OpenAI-compatible ingress. `serve/app.p
 
 from __future__ import annotations
 
-import os
+import ipaddress
 from typing import Any
 
 from kale_ray.config import ConfigError
@@ -23,12 +23,55 @@ def served_models(cfg: Any) -> list[dict[str, Any]]:  # cfg: KaleConfig
     return models
 
 
+LOOPBACK_NAMES = {"localhost", "ip6-localhost", "ip6-loopback"}
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a hostname: it may resolve to anything
+        return False
+
+
+def check_exposure(cfg: Any, host: str | None = None) -> None:
+    """Refuse to serve on a non-loopback address without an API key, unless the config says so."""
+    s = cfg.serve
+    host = s.host if host is None else host
+    if is_loopback(host) or s.api_key_file or s.api_key_env or s.allow_unauthenticated:
+        return
+    raise ConfigError(f"serve: refusing to serve on {host!r} (not a loopback address) without an API key: set "
+                      "serve.api_key_file (a secret file on every node) or serve.api_key_env (a variable set on "
+                      "every node), or serve.allow_unauthenticated=true to expose it to anyone who can reach it")
+
+
+def bound_host(cfg: Any) -> str:
+    """The address Serve's HTTP proxy binds: the running Serve instance's (`serve run config.yaml`
+    sets its own http_options), else serve.host."""
+    import ray
+
+    client = None
+    if ray.is_initialized():  # (asking Serve otherwise would start a Ray instance)
+        try:
+            from ray.serve.context import _get_global_client
+
+            client = _get_global_client(raise_if_no_controller_running=False)
+        except Exception:  # noqa: BLE001 (no Serve instance: the config is all there is)
+            client = None
+    host = getattr(getattr(client, "http_config", None), "host", None)
+    return str(host) if host else cfg.serve.host
+
+
 def settings(cfg: Any) -> dict[str, Any]:
+    """What replicas need, the API key excepted: they read it themselves (see `read_api_key`)."""
     s = cfg.serve
     return {"backend": s.backend, "dtype": cfg.model.dtype, "device": s.device, "api_key_env": s.api_key_env,
-            "max_request_bytes": s.max_request_bytes, "max_queued": s.max_queued,
+            "api_key_file": s.api_key_file, "max_request_bytes": s.max_request_bytes, "max_queued": s.max_queued,
             "retry_after_s": s.retry_after_s, "max_prompts": s.max_prompts,
-            "default_max_tokens": s.default_max_tokens, "vllm_engine_kwargs": dict(s.vllm_engine_kwargs)}
+            "default_max_tokens": s.default_max_tokens, "max_request_tokens": s.max_request_tokens,
+            "request_timeout_s": s.request_timeout_s, "body_timeout_s": s.body_timeout_s,
+            "max_response_bytes": s.max_response_bytes, "vllm_engine_kwargs": dict(s.vllm_engine_kwargs)}
 
 
 def deployment_options(cfg: Any, name: str) -> dict[str, Any]:
@@ -51,15 +94,13 @@ def deployment_options(cfg: Any, name: str) -> dict[str, Any]:
 def build_app(cfg: Any) -> Any:  # -> ray.serve.Application
     from kale_ray.serving.deployments import ModelServer, OpenAIIngress
 
+    check_exposure(cfg, bound_host(cfg))
     models = served_models(cfg)
     common = settings(cfg)
     handles = {m["name"]: ModelServer.options(**deployment_options(cfg, m["name"])).bind(m, common)
                for m in models}
     routes = {name: m["name"] for m in models for name in [m["name"], *m["adapters"]]}
     actor: dict[str, Any] = {"num_cpus": cfg.serve.ingress_cpus}
-    env = cfg.serve.api_key_env
-    if env and os.environ.get(env):  # the key travels to the ingress replica in its environment
-        actor["runtime_env"] = {"env_vars": {env: os.environ[env]}}
     return OpenAIIngress.options(ray_actor_options=actor,
                                  max_ongoing_requests=10_000).bind(handles, routes, common)
 
@@ -73,6 +114,7 @@ def run_server(cfg: Any, blocking: bool = True) -> str:
 
     from kale_ray.ray_utils import init_ray
 
+    check_exposure(cfg)  # before anything binds
     init_ray(cfg.ray)
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
     serve.run(build_app(cfg), name=cfg.serve.app_name, route_prefix=cfg.serve.route_prefix)

@@ -2,11 +2,14 @@
 HTTP ingress (FastAPI) that authenticates, limits, validates and routes by the `model` field.
 
 Every failure a client can cause ends as a 4xx with an OpenAI error body; the replica keeps serving.
-A bounded queue per replica turns overload into 503 + Retry-After instead of unbounded latency.
+A bounded queue per replica turns overload into 503 + Retry-After instead of unbounded latency, and
+a request's cost is bounded three ways: its token budget (400), its compute wall time (408) and its
+response size (400); a client that disconnects stops its work. docs/stages/serve.md lists the rules.
 """
 
 import asyncio
 import hmac
+import json
 import os
 import time
 from typing import Any
@@ -14,19 +17,23 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kale_ray.serving.control import Cancelled, RequestControl, TimedOut, install_checkpoints, run_controlled
 from kale_ray.serving.openai_api import (
     ApiError,
     ChatRequest,
     CompletionRequest,
+    Limits,
     chat_completion,
     completion,
     error_body,
     parse_body,
     validate,
+    validation_error,
 )
 
 
@@ -42,47 +49,97 @@ def load_engine(backend: str, path: str, adapters: dict[str, str], dtype: str, d
     return HFEngine(path, adapters=adapters, dtype=dtype, device=device)
 
 
+def read_api_key(settings: dict[str, Any]) -> str | None:
+    """The bearer key from `serve.api_key_file` or `serve.api_key_env`, read where the ingress runs:
+    the key itself never travels through Ray (no runtime_env, no init argument, no log)."""
+    path, env = settings.get("api_key_file"), settings.get("api_key_env")
+    if path:
+        try:
+            key = open(path, encoding="utf-8").read().strip()  # noqa: SIM115 (read once)
+        except OSError as err:
+            raise RuntimeError(f"serve.api_key_file={path} cannot be read on this node: {err.strerror}") from None
+        if not key:
+            raise RuntimeError(f"serve.api_key_file={path} is empty")
+        return key
+    if env:
+        key = os.environ.get(env, "").strip()
+        if not key:
+            raise RuntimeError(f"serve.api_key_env={env} but that variable is empty in the replica's environment "
+                               "(set it on every Ray node, or use serve.api_key_file)")
+        return key
+    return None
+
+
 @serve.deployment
 class ModelServer:
-    """One base model and its adapters. Calls run one at a time in a worker thread; at most
-    `max_queued` more wait, the rest are refused at once (the ingress answers 503)."""
+    """One base model and its adapters. Calls run in worker threads (the engine serialises them); at
+    most `max_queued` more wait, the rest are refused at once (the ingress answers 503). Each call
+    runs under a `RequestControl`: a cancelled call (client gone) or one past `request_timeout_s`
+    stops at the engine's next forward pass."""
 
     def __init__(self, model: dict[str, Any], settings: dict[str, Any]) -> None:
         self.name = model["name"]
         self.adapters = dict(model.get("adapters") or {})
         self.settings = settings
+        self.limits = Limits(settings["default_max_tokens"], settings["max_prompts"],
+                             settings["max_request_tokens"])
         self.engine = load_engine(settings["backend"], model["path"], self.adapters, settings["dtype"],
                                   settings["device"], settings.get("vllm_engine_kwargs") or {})
-        self.in_flight = 0
-        self.served = 0
+        self.interruptible = install_checkpoints(self.engine)
+        self.counts = {"in_flight": 0, "served": 0, "cancelled": 0, "timed_out": 0}
 
     def _adapter(self, model: str) -> str | None:
         return None if model == self.name else model
 
+    def _finished(self, work: asyncio.Future) -> None:
+        """When the engine call really ends (after a cancelled caller too)."""
+        self.counts["in_flight"] -= 1
+        err = None if work.cancelled() else work.exception()
+        kind = {Cancelled: "cancelled", TimedOut: "timed_out"}.get(type(err), "served")
+        self.counts[kind] += 1
+
     async def _run(self, fn: Any, *args: Any) -> dict[str, Any]:
-        if self.in_flight - 1 >= self.settings["max_queued"]:
+        if self.counts["in_flight"] - 1 >= self.settings["max_queued"]:
             return {"status": 503, "body": error_body(503, "the model's request queue is full; retry later",
                                                       "server_overloaded", code="queue_full")}
-        self.in_flight += 1
+        control = RequestControl(self.settings["request_timeout_s"])
+        self.counts["in_flight"] += 1
+        work = asyncio.ensure_future(asyncio.to_thread(run_controlled, control, fn, *args))
+        work.add_done_callback(self._finished)
         try:
-            return {"status": 200, "body": await asyncio.to_thread(fn, *args)}
+            body = await asyncio.shield(work)
+        except asyncio.CancelledError:  # the client disconnected (Serve cancels the call)
+            control.cancel()
+            raise
         except ApiError as err:
             return {"status": err.status, "body": err.body()}
-        finally:
-            self.in_flight -= 1
-            self.served += 1
+        except TimedOut as err:
+            return {"status": 408, "body": error_body(408, f"{err}; ask for fewer tokens or prompts",
+                                                      code="request_timeout")}
+        except (ValueError, OverflowError, IndexError) as err:
+            # The engine refused what the schema let through: the request's fault, said plainly.
+            return {"status": 400, "body": error_body(400, f"the engine cannot serve this request: "
+                                                      f"{type(err).__name__}: {err}", code="engine_refused")}
+        return self._sized(body)
+
+    def _sized(self, body: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode())
+        limit = self.settings["max_response_bytes"]
+        if size > limit:
+            return {"status": 400, "body": error_body(
+                400, f"the response would be {size} bytes, over this server's {limit}; ask for fewer prompts, "
+                "tokens or logprobs", code="response_too_large")}
+        return {"status": 200, "body": body}
 
     async def completions(self, req: CompletionRequest) -> dict[str, Any]:
-        return await self._run(completion, self.engine, req, self._adapter(req.model),
-                               self.settings["default_max_tokens"], self.settings["max_prompts"])
+        return await self._run(completion, self.engine, req, self._adapter(req.model), self.limits)
 
     async def chat(self, req: ChatRequest) -> dict[str, Any]:
-        return await self._run(chat_completion, self.engine, req, self._adapter(req.model),
-                               self.settings["default_max_tokens"])
+        return await self._run(chat_completion, self.engine, req, self._adapter(req.model), self.limits)
 
     def info(self) -> dict[str, Any]:
-        return {"context_length": self.engine.context_length, "in_flight": self.in_flight,
-                "served": self.served}
+        return {"context_length": self.engine.context_length, "interruptible": self.interruptible,
+                **self.counts}
 
     def check_health(self) -> None:
         if self.engine is None:
@@ -92,15 +149,34 @@ class ModelServer:
 app = FastAPI(title="kale-ray", docs_url=None, redoc_url=None)
 
 
-@app.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return JSONResponse(error_body(exc.status_code, str(exc.detail), code=str(exc.status_code)),
-                        status_code=exc.status_code)
+def _json_error(status: int, body: dict[str, Any], retry_after_s: int = 1) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after_s)} if status == 503 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+# One place maps every client error to its 4xx in OpenAI's error shape.
+@app.exception_handler(ApiError)
+async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    return _json_error(exc.status, exc.body())
+
+
+@app.exception_handler(ValidationError)
+async def _schema_error(request: Request, exc: ValidationError) -> JSONResponse:
+    err = validation_error(exc)
+    return _json_error(err.status, err.body())
 
 
 @app.exception_handler(RequestValidationError)
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    return JSONResponse(error_body(400, f"invalid request: {exc.errors()[:3]}"), status_code=400)
+    return _json_error(400, error_body(400, f"invalid request: {exc.errors()[:3]}"))
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return _json_error(exc.status_code, error_body(exc.status_code, str(exc.detail), code=str(exc.status_code)))
+
+
+MAX_KEY_CHARS = 1024
 
 
 @serve.deployment
@@ -111,62 +187,67 @@ class OpenAIIngress:
         self.handles = handles      # base name -> ModelServer handle
         self.routes = routes        # served model name (base or adapter) -> base name
         self.settings = settings
-        env = settings.get("api_key_env")
-        self.api_key = os.environ.get(env) if env else None
-        if env and not self.api_key:
-            raise RuntimeError(f"serve.api_key_env={env} but that environment variable is empty")
+        key = read_api_key(settings)
+        self.api_key = key.encode("utf-8") if key is not None else None
         self.created = int(time.time())
-        self.ready = False
 
     def _auth(self, request: Request) -> None:
+        """Constant-time comparison of bytes: a non-ASCII, empty or huge token is a 401 like any other."""
         if self.api_key is None:
             return
-        given = request.headers.get("authorization", "")
-        if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:].strip(), self.api_key)):
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        given = token.strip().encode("latin-1", "replace")  # Starlette decodes headers as latin-1
+        if scheme.lower() != "bearer" or not given or len(given) > MAX_KEY_CHARS \
+                or not hmac.compare_digest(given, self.api_key):
             raise ApiError(401, "missing or wrong API key (Authorization: Bearer ...)", "authentication_error",
                            code="invalid_api_key")
 
     async def _body(self, request: Request) -> dict[str, Any]:
         limit = self.settings["max_request_bytes"]
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
             raise ApiError(413, f"request body over {limit} bytes", code="request_too_large")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, f"request body over {limit} bytes", code="request_too_large")
-            chunks.append(chunk)
-        return parse_body(b"".join(chunks))
+
+        async def read() -> bytes:
+            chunks, size = [], 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, f"request body over {limit} bytes", code="request_too_large")
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+        timeout = self.settings["body_timeout_s"]
+        try:
+            raw = await asyncio.wait_for(read(), timeout)
+        except TimeoutError:
+            raise ApiError(408, f"the request body did not arrive within {timeout:g} s",
+                           code="request_timeout") from None
+        return parse_body(raw)
 
     def _route(self, model: str) -> DeploymentHandle:
         if model not in self.routes:
-            raise ApiError(404, f"the model {model!r} does not exist; GET /v1/models lists the served ones",
+            raise ApiError(404, f"the model {model[:256]!r} does not exist; GET /v1/models lists the served ones",
                            param="model", code="model_not_found")
         return self.handles[self.routes[model]]
 
     async def _call(self, request: Request, kind: type, method: str) -> JSONResponse:
+        self._auth(request)
+        req = validate(kind, await self._body(request))
+        handle = self._route(req.model)
         try:
-            self._auth(request)
-            req = validate(kind, await self._body(request))
-            handle = self._route(req.model)
-            try:
-                result = await getattr(handle, method).remote(req)
-            except Exception as err:  # Serve's back-pressure when the router's queue is full
-                if type(err).__name__ == "BackPressureError":
-                    raise ApiError(503, "the model's request queue is full; retry later", "server_overloaded",
-                                   code="queue_full") from None
-                raise
-            return self._respond(result["status"], result["body"])
-        except ApiError as err:
-            return self._respond(err.status, err.body())
-        except Exception as err:  # noqa: BLE001 (a bug must still answer in the API's shape)
-            return self._respond(500, error_body(500, f"internal error: {type(err).__name__}: {err}",
+            result = await getattr(handle, method).remote(req)
+        except Exception as err:
+            if type(err).__name__ == "BackPressureError":  # Serve's router queue is full
+                raise ApiError(503, "the model's request queue is full; retry later", "server_overloaded",
+                               code="queue_full") from None
+            # Not the client's fault (a replica died, a bug): a 500 in the API's shape.
+            return self._respond(500, error_body(500, f"internal error: {type(err).__name__}: {err}"[:2000],
                                                  "server_error"))
+        return self._respond(result["status"], result["body"])
 
     def _respond(self, status: int, body: dict[str, Any]) -> JSONResponse:
-        headers = {"Retry-After": str(self.settings["retry_after_s"])} if status == 503 else None
-        return JSONResponse(body, status_code=status, headers=headers)
+        return _json_error(status, body, self.settings["retry_after_s"])
 
     @app.post("/v1/completions")
     async def completions(self, request: Request) -> JSONResponse:
@@ -178,16 +259,14 @@ class OpenAIIngress:
 
     @app.get("/v1/models")
     async def models(self, request: Request) -> JSONResponse:
-        try:
-            self._auth(request)
-        except ApiError as err:
-            return self._respond(err.status, err.body())
+        self._auth(request)
         data = [{"id": name, "object": "model", "created": self.created, "owned_by": "kale-ray",
                  "root": base, "parent": None if name == base else base} for name, base in self.routes.items()]
         return JSONResponse({"object": "list", "data": data})
 
     @app.get("/health")
     async def health(self) -> JSONResponse:
+        """Liveness of the ingress; it never waits on a model replica, so it answers while they compute."""
         return JSONResponse({"status": "ok"})
 
     @app.get("/ready")

@@ -8,9 +8,11 @@ Errors are `ApiError`s carrying the HTTP status and OpenAI's error body
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -21,6 +23,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    model_validator,
 )
 
 from kale_ray.engines.base import ContextLengthError, GenerationRequest
@@ -41,66 +44,192 @@ def error_body(status: int, message: str, type_: str = "invalid_request_error", 
     return ApiError(status, message, type_, param, code).body()
 
 
-class _Request(BaseModel):
-    # Unknown fields are ignored (clients send `user`, `seed`, ...); known ones must have their type.
-    model_config = ConfigDict(extra="ignore", strict=True)
+# Bounds of the request schema: anything past them is the client's fault (400), never the engine's.
+MAX_JSON_DEPTH = 32
+MAX_INT_DIGITS = 20         # int64 has 19 digits; longer literals are refused before Python parses them
+MAX_STOPS, MAX_STOP_CHARS = 16, 256
+MAX_TOP_LOGPROBS = 20
+MAX_MESSAGES = 1024
+SEED_RANGE = (-(2**63), 2**63 - 1)  # OpenAI's int64 seed
+GREEDY_BELOW = 1e-5         # temperatures under this decode greedily (as vLLM does): 1/T would overflow
+LOGPROB_FLOOR = -9999.0     # what vLLM's API answers for a -inf or NaN log-prob (JSON has no infinities)
 
-    model: StrictStr
-    max_tokens: StrictInt | None = Field(None, ge=0)
+StopStr = Annotated[StrictStr, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+TokenId = Annotated[StrictInt, Field(ge=0)]
+
+
+class _Request(BaseModel):
+    """Unknown fields are refused (400 naming them), as OpenAI's API does, so a client never gets
+    silently different semantics (say an ignored `logit_bias`). OpenAI fields that change nothing at
+    their neutral value are accepted at that value only."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: StrictStr = Field(..., max_length=256)
+    max_tokens: StrictInt | None = Field(None, ge=0, le=2**31)
     temperature: StrictFloat | StrictInt = Field(1.0, ge=0, le=2)
     top_p: StrictFloat | StrictInt = Field(1.0, gt=0, le=1)
     n: StrictInt = Field(1, ge=1, le=1)
-    stop: StrictStr | list[StrictStr] | None = None
-    seed: StrictInt | None = None
+    stop: StopStr | Annotated[list[StopStr], Field(max_length=MAX_STOPS)] | None = None
+    seed: StrictInt | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     stream: StrictBool = False
+    # accepted and ignored (neutral values only)
+    user: StrictStr | None = Field(None, max_length=256)
+    frequency_penalty: Literal[0] | None = None
+    presence_penalty: Literal[0] | None = None
+    stream_options: None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        """OpenAI clients send `null` for options they leave at their default."""
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
     def stops(self) -> list[str]:
         if self.stop is None:
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
+    def sampling_temperature(self) -> float:
+        return 0.0 if self.temperature < GREEDY_BELOW else float(self.temperature)
+
 
 class CompletionRequest(_Request):
-    prompt: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
-    logprobs: StrictInt | None = Field(None, ge=0, le=20)
+    prompt: StrictStr | list[StrictStr] | list[TokenId] | list[list[TokenId]]
+    logprobs: StrictInt | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     echo: StrictBool = False
+    best_of: Literal[1] | None = None
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: Literal["text"]
+    text: StrictStr
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
+    """Text chat only: `content` is a string or a list of text parts (joined); other parts (images,
+    audio) and other roles (tool, function) are refused. `developer` is OpenAI's newer `system`."""
 
-    role: Literal["system", "user", "assistant"]
-    content: StrictStr
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: StrictStr | Annotated[list[TextPart], Field(min_length=1, max_length=256)]
+    name: StrictStr | None = Field(None, max_length=256)  # accepted and ignored
+
+    def plain(self) -> dict[str, str]:
+        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        return {"role": "system" if self.role == "developer" else self.role, "content": text}
 
 
 class ChatRequest(_Request):
-    messages: list[ChatMessage] = Field(..., min_length=1)
-    max_completion_tokens: StrictInt | None = Field(None, ge=0)
+    messages: list[ChatMessage] = Field(..., min_length=1, max_length=MAX_MESSAGES)
+    max_completion_tokens: StrictInt | None = Field(None, ge=0, le=2**31)
     logprobs: StrictBool = False
-    top_logprobs: StrictInt | None = Field(None, ge=0, le=20)
+    top_logprobs: StrictInt | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ApiError(400, f"request body is not valid JSON: {name} is not a JSON number", code="invalid_json")
+
+
+def _bounded_int(literal: str) -> int:
+    if len(literal.lstrip("-")) > MAX_INT_DIGITS:
+        raise ApiError(400, f"request body has an integer literal of {len(literal)} characters; at most "
+                       f"{MAX_INT_DIGITS} digits are accepted", code="invalid_json")
+    return int(literal)
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise ApiError(400, f"request body has a number out of range: {literal[:40]}", code="invalid_json")
+    return value
+
+
+def _check_tree(body: Any) -> None:
+    """Nesting depth and well-formed text (no lone surrogates, which no tokenizer encodes), iteratively."""
+    stack = [(body, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ApiError(400, f"request body is nested deeper than {MAX_JSON_DEPTH} levels", code="invalid_json")
+        if isinstance(node, dict):
+            items = list(node.values()) + list(node.keys())
+        elif isinstance(node, list):
+            items = node
+        else:
+            if isinstance(node, str):
+                try:
+                    node.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ApiError(400, "request body has a string that is not valid Unicode (a lone surrogate)",
+                                   code="invalid_json") from None
+            continue
+        stack.extend((item, depth + 1) for item in items)
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
+    """JSON as a hostile client may send it: NaN/Infinity, numbers out of range, integers of thousands
+    of digits and deep nesting are 400s, not Python exceptions."""
+    if not raw.strip():
+        raise ApiError(400, "request body is empty; send a JSON object", code="invalid_json")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_refuse_constant, parse_int=_bounded_int,
+                          parse_float=_finite_float)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ApiError(400, f"request body is not valid JSON: {err}") from None
+        raise ApiError(400, f"request body is not valid JSON: {err}", code="invalid_json") from None
+    except RecursionError:
+        raise ApiError(400, f"request body is nested deeper than {MAX_JSON_DEPTH} levels",
+                       code="invalid_json") from None
     if not isinstance(body, dict):
-        raise ApiError(400, "request body must be a JSON object")
+        raise ApiError(400, "request body must be a JSON object", code="invalid_json")
+    _check_tree(body)
     return body
+
+
+def validation_error(err: ValidationError) -> ApiError:
+    """One 400 for every schema violation, naming the fields (never echoing their values)."""
+    first = err.errors()[0]
+    param = ".".join(str(p) for p in first["loc"]) or None
+    kinds = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in err.errors()[:5])
+    return ApiError(400, f"invalid request: {kinds}", param=param)
 
 
 def validate(kind: type[_Request], body: dict[str, Any]) -> Any:
     try:
         req = kind.model_validate(body)
     except ValidationError as err:
-        first = err.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        kinds = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()[:5])
-        raise ApiError(400, f"invalid request: {kinds}", param=param) from None
+        raise validation_error(err) from None
     if req.stream:
-        raise ApiError(400, "streaming is not supported by this server", param="stream")
+        raise ApiError(400, "streaming is not supported by this server; send stream: false", param="stream")
     return req
+
+
+def finite_logprob(value: float | None) -> float | None:
+    """A log-prob as JSON can carry it: -inf and NaN become vLLM's -9999.0."""
+    if value is None or math.isfinite(value):
+        return value
+    return LOGPROB_FLOOR
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of a replica (from `serve`)."""
+
+    default_max_tokens: int = 16
+    max_prompts: int = 64
+    max_request_tokens: int = 65_536  # sum over prompts of prompt tokens + max_tokens
+
+
+def _check_budget(limits: Limits, lengths: list[int], max_tokens: int) -> None:
+    cost = sum(n + max_tokens for n in lengths)
+    if cost > limits.max_request_tokens:
+        raise ApiError(400, f"this request would process {cost} tokens ({len(lengths)} prompt(s) of "
+                       f"{sum(lengths)} tokens plus max_tokens={max_tokens} each); one request may process at "
+                       f"most {limits.max_request_tokens}: split it or ask for fewer tokens",
+                       code="request_too_expensive")
 
 
 def _new_id(prefix: str) -> str:
@@ -148,9 +277,10 @@ def _logprobs_block(engine: Any, ids: list[int], lps: list[float | None], tops: 
     def top_map(entry: dict[int, float] | None) -> dict[str, float] | None:
         if entry is None:
             return None
+        entry = {t: finite_logprob(v) for t, v in entry.items()}
         return {engine.token_text(t): v for t, v in sorted(entry.items(), key=lambda kv: -kv[1])}
 
-    return {"tokens": [engine.token_text(t) for t in ids], "token_logprobs": lps,
+    return {"tokens": [engine.token_text(t) for t in ids], "token_logprobs": [finite_logprob(x) for x in lps],
             "top_logprobs": [top_map(e) for e in tops], "text_offset": offsets}
 
 
@@ -162,13 +292,13 @@ def _running_offsets(engine: Any, ids: list[int], start: int) -> list[int]:
     return offsets
 
 
-def completion(engine: Any, req: CompletionRequest, adapter: str | None, default_max_tokens: int,
-               max_prompts: int) -> dict[str, Any]:
+def completion(engine: Any, req: CompletionRequest, adapter: str | None, limits: Limits) -> dict[str, Any]:
     """`/v1/completions`. `max_tokens: 0` with `echo` scores the prompts only, batched in one pass."""
-    max_tokens = default_max_tokens if req.max_tokens is None else req.max_tokens
-    prompts = _prompts(engine, req, max_prompts)
+    max_tokens = limits.default_max_tokens if req.max_tokens is None else req.max_tokens
+    prompts = _prompts(engine, req, limits.max_prompts)
     for ids, _, _ in prompts:
         _check_length(engine, len(ids), max_tokens)
+    _check_budget(limits, [len(ids) for ids, _, _ in prompts], max_tokens)
     top = req.logprobs or 0
     want_lp = req.logprobs is not None
     choices, n_prompt, n_completion = [], 0, 0
@@ -177,7 +307,7 @@ def completion(engine: Any, req: CompletionRequest, adapter: str | None, default
         results = [(None, scored[i] if scored else None) for i in range(len(prompts))]
     else:
         gens = engine.generate_batch([
-            GenerationRequest(ids, max_tokens, float(req.temperature), float(req.top_p), req.stops(), req.seed, top,
+            GenerationRequest(ids, max_tokens, req.sampling_temperature(), float(req.top_p), req.stops(), req.seed, top,
                               echo=req.echo and want_lp) for ids, _, _ in prompts], adapter)
         results = [(gen, gen.prompt) for gen in gens]
     for index, ((ids, offsets, text), (gen, prompt_scored)) in enumerate(zip(prompts, results, strict=True)):
@@ -206,21 +336,22 @@ def completion(engine: Any, req: CompletionRequest, adapter: str | None, default
                       "total_tokens": n_prompt + n_completion}}
 
 
-def chat_completion(engine: Any, req: ChatRequest, adapter: str | None, default_max_tokens: int) -> dict[str, Any]:
+def chat_completion(engine: Any, req: ChatRequest, adapter: str | None, limits: Limits) -> dict[str, Any]:
     """`/v1/chat/completions` through the model's chat template."""
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
-    max_tokens = default_max_tokens if max_tokens is None else max_tokens
-    ids = engine.chat_prompt([m.model_dump() for m in req.messages])
+    max_tokens = limits.default_max_tokens if max_tokens is None else max_tokens
+    ids = engine.chat_prompt([m.plain() for m in req.messages])
     _check_length(engine, len(ids), max_tokens)
+    _check_budget(limits, [len(ids)], max_tokens)
     top = req.top_logprobs or 0
-    gen = engine.generate(ids, max_tokens, float(req.temperature), float(req.top_p), req.stops(), req.seed,
+    gen = engine.generate(ids, max_tokens, req.sampling_temperature(), float(req.top_p), req.stops(), req.seed,
                           adapter, top)
     logprobs = None
     if req.logprobs:
         logprobs = {"content": [
-            {"token": engine.token_text(t), "logprob": lp,
-             "top_logprobs": [{"token": engine.token_text(k), "logprob": v}
-                              for k, v in sorted(entry.items(), key=lambda kv: -kv[1])][:top]}
+            {"token": engine.token_text(t), "logprob": finite_logprob(lp),
+             "top_logprobs": [{"token": engine.token_text(k), "logprob": finite_logprob(v)}
+                              for k, v in sorted(entry.items(), key=lambda kv: -finite_logprob(kv[1]))][:top]}
             for t, lp, entry in zip(gen.ids, gen.logprobs, gen.top, strict=True)]}
     return {"id": _new_id("chatcmpl"), "object": "chat.completion", "created": int(time.time()),
             "model": req.model,

@@ -14,6 +14,14 @@ API_KEY_ENV = "KALE_TEST_SERVE_KEY"
 API_KEY = "test-key-123"
 
 
+def write_key_file(directory: Path, key: str = API_KEY) -> Path:
+    """The API key as a secret file (owner-only), which replicas read: `serve.api_key_file`."""
+    path = Path(directory) / "serve-api-key"
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

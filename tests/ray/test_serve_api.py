@@ -12,7 +12,6 @@ import requests
 from kale_ray.config import load_config
 from tests.ray.serve_helpers import (
     API_KEY,
-    API_KEY_ENV,
     GREEDY_PROMPT,
     free_port,
     greedy_reference,
@@ -20,6 +19,7 @@ from tests.ray.serve_helpers import (
     reference_models,
     running_app,
     token_logprobs,
+    write_key_file,
 )
 
 pytestmark = pytest.mark.ray
@@ -35,14 +35,11 @@ def adapter(tmp_path_factory, smollm2_path):
 
 
 @pytest.fixture(scope="module")
-def api(ray_local, smollm2_path, adapter):
-    import os
-
-    os.environ[API_KEY_ENV] = API_KEY
+def api(ray_local, tmp_path_factory, smollm2_path, adapter):
     models = json.dumps([{"name": BASE, "path": str(smollm2_path), "adapters": {LORA: str(adapter)}}])
+    key_file = write_key_file(tmp_path_factory.mktemp("key"))
     cfg = load_config(None, [f"serve.models={models}", f"serve.port={free_port()}", "serve.replica_cpus=0.5",
-                             f"serve.api_key_env={API_KEY_ENV}", "serve.max_queued=2",
-                             "serve.max_request_bytes=200000"])
+                             f"serve.api_key_file={key_file}", "serve.max_queued=2", "serve.max_request_bytes=200000"])
     with running_app(cfg, "apitest") as base:
         yield base + "/v1"
 

@@ -12,7 +12,7 @@ from kale_ray.cli import main
 from kale_ray.config import load_config
 from kale_ray.data.benchmarks import load_benchmark
 from kale_ray.data.format import prompt_text
-from tests.ray.serve_helpers import API_KEY, API_KEY_ENV, free_port, running_app
+from tests.ray.serve_helpers import API_KEY, API_KEY_ENV, free_port, running_app, write_key_file
 
 pytestmark = pytest.mark.ray
 
@@ -33,13 +33,13 @@ def arc_file(tmp_path_factory, data_root):
 
 
 @pytest.fixture(scope="module")
-def api(ray_local, smollm2_path):
+def api(ray_local, tmp_path_factory, smollm2_path):
     import os
 
     os.environ[API_KEY_ENV] = API_KEY
     models = json.dumps([{"name": "smollm2", "path": str(smollm2_path), "adapters": {}}])
     cfg = load_config(None, [f"serve.models={models}", f"serve.port={free_port()}", "serve.replica_cpus=0.5",
-                             f"serve.api_key_env={API_KEY_ENV}"])
+                             f"serve.api_key_file={write_key_file(tmp_path_factory.mktemp('key'))}"])
     with running_app(cfg, "evaltest") as base:
         yield base + "/v1"
 

@@ -1,5 +1,5 @@
 """The openai writer against the project's own Serve app (real Ray Serve over HTTP on 127.0.0.1, real
-SmolLM2-135M-Instruct): API key from the environment, and real 503 + Retry-After answers from the app's
+SmolLM2-135M-Instruct): the client's API key from the environment, and real 503 + Retry-After answers from the app's
 bounded queue that the writer must back off from and get through."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from kale_ray.artifacts import Manifest, read_parts
 from kale_ray.config import load_config
 from kale_ray.synth.stage import run_synth_stage
-from tests.ray.serve_helpers import free_port, running_app
+from tests.ray.serve_helpers import free_port, running_app, write_key_file
 from tests.synth_support import arc_rows, synth_config, write_paths_artifact
 
 pytestmark = pytest.mark.ray
@@ -22,12 +22,13 @@ WRONG_ENV = "KALE_SYNTH_TEST_WRONG_KEY"
 
 
 @pytest.fixture(scope="module")
-def endpoint(ray_local, smollm2_path):
+def endpoint(ray_local, tmp_path_factory, smollm2_path):
     os.environ[KEY_ENV] = KEY
     os.environ[WRONG_ENV] = "not-the-key"
     models = json.dumps([{"name": "smollm2", "path": str(smollm2_path)}])
+    key_file = write_key_file(tmp_path_factory.mktemp("key"), KEY)  # the app's key; clients read KEY_ENV
     cfg = load_config(None, [f"serve.models={models}", f"serve.port={free_port()}", "serve.replica_cpus=0.5",
-                             f"serve.api_key_env={KEY_ENV}", "serve.max_queued=1", "serve.retry_after_s=1"])
+                             f"serve.api_key_file={key_file}", "serve.max_queued=1", "serve.retry_after_s=1"])
     with running_app(cfg, "synthtest") as base:
         yield base + "/v1"
 
