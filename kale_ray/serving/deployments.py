@@ -22,6 +22,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kale_ray.serving.batching import BatchedEngine
 from kale_ray.serving.control import Cancelled, RequestControl, TimedOut, install_checkpoints, run_controlled
 from kale_ray.serving.openai_api import (
     ApiError,
@@ -72,10 +73,10 @@ def read_api_key(settings: dict[str, Any]) -> str | None:
 
 @serve.deployment
 class ModelServer:
-    """One base model and its adapters. Calls run in worker threads (the engine serialises them); at
-    most `max_queued` more wait, the rest are refused at once (the ingress answers 503). Each call
-    runs under a `RequestControl`: a cancelled call (client gone) or one past `request_timeout_s`
-    stops at the engine's next forward pass."""
+    """One base model and its adapters. Calls run in worker threads, concurrent ones batched together
+    (kale_ray.serving.batching); at most `max_queued` more wait, the rest are refused at once (the
+    ingress answers 503). Each call runs under a `RequestControl`: a cancelled call (client gone) or
+    one past `request_timeout_s` stops at the engine's next forward pass."""
 
     def __init__(self, model: dict[str, Any], settings: dict[str, Any]) -> None:
         self.name = model["name"]
@@ -86,6 +87,8 @@ class ModelServer:
         self.engine = load_engine(settings["backend"], model["path"], self.adapters, settings["dtype"],
                                   settings["device"], settings.get("vllm_engine_kwargs") or {})
         self.interruptible = install_checkpoints(self.engine)
+        if settings["backend"] == "hf":  # vLLM batches concurrent requests itself
+            self.engine = BatchedEngine(self.engine)
         self.counts = {"in_flight": 0, "served": 0, "cancelled": 0, "timed_out": 0}
 
     def _adapter(self, model: str) -> str | None:
