@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -141,7 +142,7 @@ class ModelServer:
         return await self._run(chat_completion, self.engine, req, self._adapter(req.model), self.limits)
 
     def info(self) -> dict[str, Any]:
-        return {"context_length": self.engine.context_length, "interruptible": self.interruptible,
+        return {"context_length": self.engine.context_length, "interruptible": self.interruptible, "pid": os.getpid(),
                 **self.counts}
 
     def check_health(self) -> None:
@@ -244,6 +245,9 @@ class OpenAIIngress:
             if type(err).__name__ == "BackPressureError":  # Serve's router queue is full
                 raise ApiError(503, "the model's request queue is full; retry later", "server_overloaded",
                                code="queue_full") from None
+            if isinstance(err, RayActorError):  # its replica died or is restarting: Serve replaces it
+                raise ApiError(503, "the model's replica is restarting; retry later", "server_overloaded",
+                               code="replica_unavailable") from None
             # Not the client's fault (a replica died, a bug): a 500 in the API's shape.
             return self._respond(500, error_body(500, f"internal error: {type(err).__name__}: {err}"[:2000],
                                                  "server_error"))

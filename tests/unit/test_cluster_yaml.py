@@ -44,3 +44,20 @@ def test_schema_rejects_a_typo(cluster):
     broken["available_node_types"]["gpu_8x"]["max_worker"] = 4
     with pytest.raises(ValidationError, match="max_worker"):
         _validate(broken)
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "cluster.yaml"])
+def test_serve_configs_are_valid_serve_deploy_files(name):
+    """Ray's own schema of `serve deploy` files, and the cluster variant imports the app from where the
+    cluster files mount the project on every node."""
+    from ray.serve.schema import ServeDeploySchema
+
+    config = ServeDeploySchema.model_validate(yaml.safe_load((REPO / "serve" / name).read_text()))
+    (app,) = config.applications
+    assert app.import_path == "serve.app:build"
+    if name == "cluster.yaml":
+        mounts = [yaml.safe_load((REPO / c).read_text())["file_mounts"] for c in ("cluster.yaml", "cluster-gcp.yaml")]
+        project = {target for m in mounts for target, source in m.items() if source == "."}
+        assert app.runtime_env["env_vars"]["PYTHONPATH"] in project
+        assert "working_dir" not in app.runtime_env  # serve deploy cannot upload a local folder
+        assert any(o.startswith("serve.api_key_file=") for o in app.args["overrides"])
