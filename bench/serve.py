@@ -5,8 +5,12 @@
 1. The same ARC-Easy items are scored (a) in-process with the HF engine, batched, and (b) through the
    Serve API (echo + logprobs, one request per item, `--concurrency` in flight); the two accuracies
    must be equal, and the script prints items/s of both and the ratio served / in-process.
-2. p50/p99 latency of one item's scoring request at 1, 8 and 32 concurrent clients; every request must
-   answer 200 (zero errors), or the script exits non-zero.
+2. p50/p99 latency and throughput of one item's scoring request at 1, 8, 16 and 32 concurrent clients;
+   every request must answer 200 (zero errors), or the script exits non-zero. The replica batches
+   concurrent requests (kale_ray.serving.batching): the script prints the throughput at 16 clients over
+   that at 1 client (target >= 2).
+The replica gets the same CPUs as the in-process run (`--cpus`, one torch thread each), so the ratio
+served / in-process compares the two on the same cores (target >= 0.8).
 Starts its own local Ray cluster and Serve on 127.0.0.1 (a free port) and shuts both down at the end.
 """
 
@@ -32,8 +36,8 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=40)
-    parser.add_argument("--concurrency", type=int, default=8, help="in-flight requests of the served scoring")
-    parser.add_argument("--clients", default="1,8,32", help="concurrency levels of the latency test")
+    parser.add_argument("--concurrency", type=int, default=16, help="in-flight requests of the served scoring")
+    parser.add_argument("--clients", default="1,8,16,32", help="concurrency levels of the latency test")
     parser.add_argument("--requests-per-client", type=int, default=2)
     parser.add_argument("--cpus", type=int, default=2)
     args = parser.parse_args()
@@ -42,6 +46,7 @@ def main() -> int:
 
     import ray
     import requests
+    import torch
     from ray import serve
 
     from kale_ray.config import load_config
@@ -52,7 +57,8 @@ def main() -> int:
     from kale_ray.eval.scorers import APIScorer, LocalScorer
     from kale_ray.serving.app import build_app
 
-    cfg = load_config(None, [f"serve.replica_cpus={args.cpus / 2}"])
+    torch.set_num_threads(args.cpus)
+    cfg = load_config(None, [])
     path = resolve_model(cfg.model.name_or_path)
     rows = load_benchmark("arc-easy", cfg.data_root, "test").slice(0, args.items).to_pylist()
     pairs = [(prompt_text(r["question"]), answer_text(c)) for r in rows for c in r["choices"]]
@@ -70,7 +76,7 @@ def main() -> int:
     local_s = time.perf_counter() - t0
     local.close()
 
-    ray.init(address="local", num_cpus=args.cpus, object_store_memory=500_000_000, include_dashboard=False,
+    ray.init(address="local", num_cpus=args.cpus + 1, object_store_memory=500_000_000, include_dashboard=False,
              log_to_driver=False)
     import socket
 
@@ -79,7 +85,7 @@ def main() -> int:
         port = sock.getsockname()[1]
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     models = json.dumps([{"name": "base", "path": path, "adapters": {}}])
-    serve.run(build_app(load_config(None, [f"serve.models={models}", f"serve.replica_cpus={args.cpus / 2}"])),
+    serve.run(build_app(load_config(None, [f"serve.models={models}", f"serve.replica_cpus={args.cpus}"])),
               name="bench", route_prefix="/")
     api = f"http://127.0.0.1:{port}/v1"
     result: dict[str, object] = {"items": len(rows), "options": len(pairs), "cpus": args.cpus}
@@ -117,6 +123,8 @@ def main() -> int:
             latency[str(clients)] = {"requests": n, "errors": bad, "p50_s": percentile(times, 0.5),
                                      "p99_s": percentile(times, 0.99), "requests_per_s": n / wall}
         result["latency"] = latency
+        if "1" in latency and "16" in latency:
+            result["throughput_16_over_1"] = latency["16"]["requests_per_s"] / latency["1"]["requests_per_s"]
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -127,6 +135,8 @@ def main() -> int:
     for clients, row in result["latency"].items():  # type: ignore[union-attr]
         print(f"{clients:>3} clients: p50 {row['p50_s']:.3f}s p99 {row['p99_s']:.3f}s, "
               f"{row['requests_per_s']:.2f} req/s, errors {row['errors']}/{row['requests']}")
+    if "throughput_16_over_1" in result:
+        print(f"throughput at 16 clients / 1 client: {result['throughput_16_over_1']:.2f} (target >= 2)")
     ok = errors == 0 and abs(local_acc - served_acc) < 1e-9
     return 0 if ok else 1
 

@@ -20,7 +20,9 @@ class ProbeConfig(BaseModel):
         description="hidden_states indices swept (0: embeddings, N: last layer); one forward gives all.")
     batch_size: int = Field(16, ge=1, description="Questions per Ray Data batch and per forward pass.")
     workers: int = Field(1, ge=1, description="Hidden-state actors (each loads the model once).")
-    worker_cpus: float = Field(0.5, gt=0, description="CPUs per hidden-state actor (fractional: leave Ray Data a CPU).")
+    worker_cpus: float = Field(
+        0.5, gt=0, description="CPUs per hidden-state actor and of the labelling task (fractional: leave Ray Data a CPU).")
+    worker_gpus: float = Field(0.0, ge=0, description="GPUs per hidden-state actor and of the labelling task.")
     max_length: int | None = Field(
         None, ge=8, description="Longest prompt in tokens (default: the model's context); longer rows are counted errors.")
     hidden: int = Field(64, ge=1, description="Hidden units of the MLP probe.")

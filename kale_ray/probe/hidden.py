@@ -156,6 +156,7 @@ def _run_actors(cfg: Any, todo: pa.Table, model_path: str, out: Path, next_index
     ds = ray.data.from_arrow(blocks).map_batches(
         HiddenStatesActor, batch_size=size, batch_format="pyarrow",
         compute=ActorPoolStrategy(size=max(1, min(cfg.probe.workers, len(blocks)))), num_cpus=cfg.probe.worker_cpus,
+        num_gpus=cfg.probe.worker_gpus,
         fn_constructor_kwargs={"model_path": model_path, "layers": list(cfg.probe.layers),
                                "dtype": cfg.model.dtype, "max_length": cfg.probe.max_length,
                                "batch_size": size})

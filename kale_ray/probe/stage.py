@@ -48,8 +48,8 @@ def _ids_hash(table: pa.Table) -> str:
 
 
 def run_labels(cfg: Any, splits: dict[str, pa.Table], model_path: str, out: Path) -> dict[str, pa.Table]:
-    """Label every split's rows (in this process: one scoring pass per question for multiple choice)."""
-    from kale_ray.probe.labels import apply_threshold, label_rows
+    """Label every split's rows (one scoring pass per question for multiple choice) in a Ray task."""
+    from kale_ray.probe.labels import apply_threshold
 
     probe = cfg.probe.model_dump(mode="json")
     key = json.dumps({"model": model_path, "dtype": cfg.model.dtype, "seed": probe_seed(cfg),
@@ -59,11 +59,26 @@ def run_labels(cfg: Any, splits: dict[str, pa.Table], model_path: str, out: Path
     if is_complete(out, config_hash):
         print(f"probe labels: {out} is complete for this config, skipping", flush=True)
         return {s: apply_threshold(pq.read_table(out / f"{s}.parquet"), cfg.probe.threshold) for s in splits}
+    import ray
+
+    from kale_ray.ray_utils import init_ray
+
+    init_ray(cfg.ray)  # the model runs in a task that asks for the stage's CPUs/GPUs, never in the driver
+    task = ray.remote(num_cpus=cfg.probe.worker_cpus, num_gpus=cfg.probe.worker_gpus)(_label_splits)
+    labelled = ray.get(task.remote(cfg, splits, model_path, out))
+    counts = {f"{split}_rows": table.num_rows for split, table in labelled.items()}
+    Manifest(stage="probe-labels", config_hash=config_hash, config={k: probe[k] for k in LABEL_KEYS},
+             inputs={"model": model_path}, counts=counts).write(out)
+    return labelled
+
+
+def _label_splits(cfg: Any, splits: dict[str, pa.Table], model_path: str, out: Path) -> dict[str, pa.Table]:
+    """Label every split's rows with one engine, writing each split's parquet as it completes."""
     from kale_ray.engines.hf import HFEngine
+    from kale_ray.probe.labels import label_rows
 
     engine = HFEngine(model_path, dtype=cfg.model.dtype, device=cfg.eval.device,
                       max_batch_seqs=cfg.eval.batch_size)
-    counts: dict[str, int] = {}
     labelled: dict[str, pa.Table] = {}
     for split, table in splits.items():
         rows = table.to_pylist()
@@ -75,9 +90,6 @@ def run_labels(cfg: Any, splits: dict[str, pa.Table], model_path: str, out: Path
         progress.close()
         labelled[split] = pa.concat_tables(parts)
         atomic_write_parquet(out / f"{split}.parquet", labelled[split])
-        counts[f"{split}_rows"] = labelled[split].num_rows
-    Manifest(stage="probe-labels", config_hash=config_hash, config={k: probe[k] for k in LABEL_KEYS},
-             inputs={"model": model_path}, counts=counts).write(out)
     return labelled
 
 

@@ -74,3 +74,52 @@ def test_known_from_probe_needs_local_scoring(models, tmp_path, data_root) -> No
     cfg = load_config(None, ["eval.known_from=probe", f"probe.out={tmp_path}"])
     with pytest.raises(ConfigError, match="eval.engine=local"):
         run_eval(cfg, {"Vanilla": models["Vanilla"]}, tmp_path / "out", rows=rows)
+
+
+def test_a_replica_killed_mid_evaluation_changes_no_result(ray_local, smollm2_path, data_root, tmp_path) -> None:
+    """SIGKILL the replica's process once it has answered a few items: Serve starts a new one, the
+    ingress answers the requests it lost with a retryable 503, the scorer waits them out, and every
+    item's scores equal in-process scoring."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import requests
+    from ray import serve
+
+    rows = load_benchmark("arc-easy", data_root, "test").slice(0, 16)
+    port = free_port()
+    common = [f"model.name_or_path={smollm2_path}", "eval.known_incorrect=false", "eval.concurrency=2",
+              f"serve.port={port}", "serve.replica_cpus=0.5", "serve.ingress_cpus=0.05"]
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def kill_when_busy() -> None:
+        while not stop.is_set():
+            apps = [name for name in serve.status().applications if "-eval-" in name]
+            try:
+                info = requests.get(f"http://127.0.0.1:{port}/{apps[0]}/ready", timeout=5).json() if apps else {}
+            except (requests.RequestException, ValueError):
+                info = {}
+            replica = info.get("models", {}).get(BASE_NAME, {})
+            if replica.get("served", 0) >= 3:
+                os.kill(replica["pid"], signal.SIGKILL)
+                killed.append(replica["served"])
+                return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_when_busy, daemon=True)
+    killer.start()
+    try:
+        served = run_eval(load_config(None, common), {"Vanilla": str(smollm2_path)}, tmp_path / "served", rows=rows)
+    finally:
+        stop.set()
+        killer.join(10)
+    assert killed and killed[0] < len(rows), "the replica was not killed mid-evaluation"
+    local = run_eval(load_config(None, [*common, "eval.engine=local"]), {"Vanilla": str(smollm2_path)},
+                     tmp_path / "local", rows=rows)
+    got, want = _preds(served, "Vanilla"), _preds(local, "Vanilla")
+    assert [p["id"] for p in got] == [p["id"] for p in want]
+    for s, loc in zip(got, want, strict=True):
+        assert s["lls"] == pytest.approx(loc["lls"], abs=1e-4)
