@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kale_ray.artifacts import file_sha256, is_complete
+from kale_ray.artifacts import Manifest, file_sha256, is_complete
 from kale_ray.config import ConfigError
 
 DEFAULT_WORDNET = Path("/usr/share/wordnet")
@@ -44,7 +44,10 @@ def build_kg(source: str, input_path: Path, out: Path, *, entity_labels: Path | 
     input_path = Path(input_path)
     if not input_path.exists():
         raise ConfigError(f"kg input does not exist: {input_path}")
-    inputs = {"source": source, "input": input_fingerprint(input_path)}
+    from kale_ray.kg.store import LAYOUT
+
+    # The layout is part of the hash: an artifact of an older layout is rebuilt, not half-read.
+    inputs = {"source": source, "input": input_fingerprint(input_path), "layout": LAYOUT}
     for name, extra in (("entity_labels", entity_labels), ("relation_labels", relation_labels)):
         if extra is not None:
             if not Path(extra).is_file():
@@ -55,6 +58,15 @@ def build_kg(source: str, input_path: Path, out: Path, *, entity_labels: Path | 
         print(f"kg: {out} is complete for this source, skipping", flush=True)
         return Path(out)
     t0 = time.monotonic()
+    if source == "wikidata":
+        from kale_ray.kg.sources.wikidata import build_wikidata
+
+        build_wikidata(input_path, Path(out), config_hash=config_hash, inputs=inputs)
+        counts = Manifest.read(Path(out)).counts
+        print(f"kg: wikidata -> {counts['entities']} entities, {counts['relations']} relations, "
+              f"{counts['triples']} triples ({counts['skipped']} lines skipped) in {out} "
+              f"[{time.monotonic() - t0:.1f}s]", flush=True)
+        return Path(out)
     builder = read_source(source, input_path, entity_labels=entity_labels, relation_labels=relation_labels)
     read_s = time.monotonic() - t0
     tables = builder.tables()

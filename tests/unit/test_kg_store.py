@@ -101,7 +101,7 @@ def test_triples_csv_and_parquet(tmp_path: Path) -> None:
 
 def shared_build_dir(name: str) -> Path:
     """Test KGs of the real sources live in one temp dir: build_kg skips a complete, unchanged build."""
-    return Path(tempfile.gettempdir()) / f"kale-ray-tests-{os.getuid()}" / name
+    return Path(tempfile.gettempdir()) / f"kale-ray-tests-{os.getuid()}" / "kg-layout2" / name
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,6 @@ def read_source(kind: str, path: Path, **options: Any) -> KGBuilder:
 
         return read_triples(path, options.get("entity_labels"), options.get("relation_labels"))
     if kind == "wikidata":
-        from kale_ray.kg.sources.wikidata import read_wikidata
-
-        return read_wikidata(path, batch_size=options.get("batch_size", 256))
+        raise ValueError("the wikidata source is built by Ray tasks (kale_ray.kg.sources.wikidata.build_wikidata), "
+                         "not collected in memory")
     raise ValueError(f"unknown KG source {kind!r}; expected one of {', '.join(SOURCES)}")
