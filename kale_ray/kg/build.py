@@ -83,6 +83,7 @@ def write_shard(directory: Path, name: str, entities: pa.Table, edges: pa.Table,
     pq.write_table(entities, directory / f"{name}.ent.parquet")
     pq.write_table(edges, directory / f"{name}.edge.parquet")
     keys = pc.unique(pa.concat_arrays([entities.column("key").combine_chunks().cast(pa.string()),
+                                       edges.column("head").combine_chunks().cast(pa.string()),
                                        edges.column("tail").combine_chunks().cast(pa.string())]))
     keys = keys.take(pc.sort_indices(keys))
     step = max(1, len(keys) // SAMPLE)
@@ -120,10 +121,13 @@ def _write_parts(table: pa.Table, buckets: np.ndarray, prefix: Path, suffix: str
 # -- tasks (plain functions; `_remote` runs them as Ray tasks) ------------------------------------------------
 
 def partition_keys(shard: str, index: int, splits: list[str], work: str) -> None:
-    """Step 1a: one shard's entity rows and tail keys, split into key-range buckets."""
+    """Step 1a: one shard's entity rows and edge keys, split into key-range buckets."""
     ents = pq.read_table(f"{shard}.ent.parquet")
-    counted = pc.value_counts(pq.read_table(f"{shard}.edge.parquet", columns=["tail"]).column("tail"))
-    tails, uses = counted.field("values"), counted.field("counts").cast(pa.int64())
+    edges = pq.read_table(f"{shard}.edge.parquet", columns=["head", "tail"])
+    counted = pc.value_counts(edges.column("tail"))
+    heads = pc.unique(edges.column("head"))
+    tails = pa.concat_arrays([counted.field("values").cast(pa.string()), heads.cast(pa.string())])
+    uses = pa.concat_arrays([counted.field("counts").cast(pa.int64()), pa.array(np.zeros(len(heads), np.int64))])
     ents = ents.append_column("dangling", pa.array(np.zeros(ents.num_rows, bool)))
     ents = ents.append_column("uses", pa.array(np.zeros(ents.num_rows, np.int64)))
     extra = pa.table({"key": tails.cast(pa.string()), "label": pa.nulls(len(tails), pa.string()),
@@ -342,7 +346,8 @@ class BuildReport:
 
 def assemble(summaries: list[ShardSummary], out: Path, *, config_hash: str, source: str, inputs: dict[str, Any],
              limits: BuildLimits, report: BuildReport, relation_label: Callable[[str], str] | None = None,
-             info: dict[str, Any] | None = None, on_step: Callable[[str], None] | None = None) -> Path:
+             relation_names: dict[str, str] | None = None, info: dict[str, Any] | None = None,
+             on_step: Callable[[str], None] | None = None, skipped_before: dict[str, Any] | None = None) -> Path:
     """Steps 1-6 over the parsed shards in `out/.build/parsed`; writes the artifact into `out`."""
     from kale_ray.kg.store import RELATION_SCHEMA, write_manifest
 
@@ -378,7 +383,7 @@ def assemble(summaries: list[ShardSummary], out: Path, *, config_hash: str, sour
     step("strings")
 
     # 3. relations and edges
-    properties: dict[str, str | None] = {}
+    properties: dict[str, str | None] = dict(relation_names or {})
     for s in summaries:
         for key, label in s.properties.items():
             properties.setdefault(key, label)
@@ -430,8 +435,8 @@ def assemble(summaries: list[ShardSummary], out: Path, *, config_hash: str, sour
     atomic_write_parquet(out / "relations.parquet", relations)
     _remote(lambda kind: write_entities(w, str(out), n_buckets) if kind == "e" else write_triples(a, str(out)),
             [("e",), ("t",)])
-    skipped: Counter[str] = Counter()
-    examples: list[str] = []
+    skipped: Counter[str] = Counter((skipped_before or {}).get("reasons", {}))
+    examples: list[str] = list((skipped_before or {}).get("examples", []))
     for s in summaries:
         skipped.update(s.skipped)
         examples.extend(s.examples[: max(0, 20 - len(examples))])

@@ -12,6 +12,10 @@ from kale_ray.artifacts import Manifest, file_sha256, is_complete
 from kale_ray.config import ConfigError
 
 DEFAULT_WORDNET = Path("/usr/share/wordnet")
+# Sources built by the streaming build (kale_ray/kg/build.py), on Ray when a cluster is up.
+STREAMED = ("wikidata", "triples")
+# A triples input above this size is parsed on a Ray cluster; smaller ones batch by batch in-process.
+RAY_TRIPLES_BYTES = 256 * 1024**2
 
 
 def default_input(cfg) -> Path:  # noqa: ANN001 (KaleConfig)
@@ -58,12 +62,18 @@ def build_kg(source: str, input_path: Path, out: Path, *, entity_labels: Path | 
         print(f"kg: {out} is complete for this source, skipping", flush=True)
         return Path(out)
     t0 = time.monotonic()
-    if source == "wikidata":
-        from kale_ray.kg.sources.wikidata import build_wikidata
+    if source in STREAMED:
+        if source == "wikidata":
+            from kale_ray.kg.sources.wikidata import build_wikidata
 
-        build_wikidata(input_path, Path(out), config_hash=config_hash, inputs=inputs)
+            build_wikidata(input_path, Path(out), config_hash=config_hash, inputs=inputs)
+        else:
+            from kale_ray.kg.sources.triples import build_triples
+
+            build_triples(input_path, Path(out), config_hash=config_hash, inputs=inputs,
+                          entity_labels=entity_labels, relation_labels=relation_labels)
         counts = Manifest.read(Path(out)).counts
-        print(f"kg: wikidata -> {counts['entities']} entities, {counts['relations']} relations, "
+        print(f"kg: {source} -> {counts['entities']} entities, {counts['relations']} relations, "
               f"{counts['triples']} triples ({counts['skipped']} lines skipped) in {out} "
               f"[{time.monotonic() - t0:.1f}s]", flush=True)
         return Path(out)
@@ -79,8 +89,9 @@ def build_kg(source: str, input_path: Path, out: Path, *, entity_labels: Path | 
 
 
 def run_kg_stage(cfg) -> Path:  # noqa: ANN001 (KaleConfig)
-    """Build `cfg.stage_dir("kg")` from `cfg.kg`; Ray is started only for the wikidata source."""
-    if cfg.kg.source == "wikidata":
+    """Build `cfg.stage_dir("kg")` from `cfg.kg`; Ray is started for the wikidata source and large triples."""
+    source, where = cfg.kg.source, default_input(cfg)
+    if source == "wikidata" or (source == "triples" and where.is_file() and where.stat().st_size > RAY_TRIPLES_BYTES):
         from kale_ray.ray_utils import init_ray
 
         init_ray(cfg.ray)
