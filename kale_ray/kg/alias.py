@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kale_ray.kg.arrays import StringTable, load_array, save_array
+from kale_ray.kg.normalize import normalize
 
 NAME_SCHEMA = pa.schema([("norm", pa.large_string()), ("eid", pa.int64()), ("not_label", pa.bool_()),
                          ("upper", pa.bool_())])
@@ -24,8 +25,6 @@ NAME_SCHEMA = pa.schema([("norm", pa.large_string()), ("eid", pa.int64()), ("not
 
 def name_rows(ids: np.ndarray, keys: list[str], labels: list[str | None], aliases: list[list[str] | None]) -> pa.Table:
     """One row per (normalised name, entity): the key, the label and every alias of each entity."""
-    from kale_ray.kg.link import normalize
-
     norms: list[str] = []
     eids: list[int] = []
     not_label: list[bool] = []

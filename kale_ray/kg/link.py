@@ -11,13 +11,14 @@ allowed: a hub is a fine target), else by the mentions inside it.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 
+from kale_ray.kg.normalize import normalize, singular
 from kale_ray.kg.store import KG
+
+__all__ = ["STOP_WORDS", "Linker", "Mention", "link_coverage", "normalize", "singular"]
 
 STOP_WORDS = frozenset("""
 a about above after again against all am an and any are as at be because been before being below between
@@ -29,25 +30,6 @@ were what when where which while who whom why will with would you your yours you
 s t d ll m o re ve y one two also may might must shall us get got make made many much way use used
 following best likely true false answer question statement option choice called known
 """.split())
-
-_NON_WORD = re.compile(r"[^0-9a-z]+")
-
-
-def normalize(text: str) -> str:
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
-    return _NON_WORD.sub(" ", text).strip()
-
-
-def singular(word: str) -> str | None:
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith(("ches", "shes", "sses", "xes")):
-        return word[:-2]
-    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    return None
-
 
 @dataclass(frozen=True)
 class Mention:

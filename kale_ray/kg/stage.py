@@ -88,10 +88,16 @@ def build_kg(source: str, input_path: Path, out: Path, *, entity_labels: Path | 
     return Path(out)
 
 
+def needs_ray(cfg) -> bool:  # noqa: ANN001 (KaleConfig)
+    """The wikidata source and triples inputs over RAY_TRIPLES_BYTES are parsed on a Ray cluster."""
+    where = default_input(cfg)
+    return cfg.kg.source == "wikidata" or (cfg.kg.source == "triples" and where.is_file()
+                                           and where.stat().st_size > RAY_TRIPLES_BYTES)
+
+
 def run_kg_stage(cfg) -> Path:  # noqa: ANN001 (KaleConfig)
-    """Build `cfg.stage_dir("kg")` from `cfg.kg`; Ray is started for the wikidata source and large triples."""
-    source, where = cfg.kg.source, default_input(cfg)
-    if source == "wikidata" or (source == "triples" and where.is_file() and where.stat().st_size > RAY_TRIPLES_BYTES):
+    """Build `cfg.stage_dir("kg")` from `cfg.kg`; Ray is started when `needs_ray`."""
+    if needs_ray(cfg):
         from kale_ray.ray_utils import init_ray
 
         init_ray(cfg.ray)
