@@ -460,3 +460,30 @@ def assemble(summaries: list[ShardSummary], out: Path, *, config_hash: str, sour
                                     "name_buckets": len(parts), "shard_lines": limits.shard_lines,
                                     "bucket_rows": limits.bucket_rows, "seconds": dict(report.seconds)}})
     return out
+
+
+def read_lines(path: Path, chunk_bytes: int = 16 * 1024**2):  # noqa: ANN201 (ray.data.Dataset)
+    """A Ray Data dataset of a text file's lines (column `text`) that streams: `ray.data.read_text`
+    reads each file whole into one task's memory (a decompressed dump is hundreds of GB); this reads
+    `chunk_bytes` at a time and yields a block per chunk, so a read task holds one chunk and one line."""
+    import ray.data
+    from ray.data.datasource import FileBasedDatasource
+
+    class LinesDatasource(FileBasedDatasource):
+        def _read_stream(self, f, path: str):  # noqa: ANN001, ANN202
+            rest = b""
+            while True:
+                data = f.read(chunk_bytes)
+                if not data:
+                    break
+                data = rest + data
+                cut = data.rfind(b"\n")
+                if cut < 0:
+                    rest = data
+                    continue
+                rest = data[cut + 1:]
+                yield pa.table({"text": pa.array(data[:cut].decode("utf-8").splitlines(), pa.string())})
+            if rest:
+                yield pa.table({"text": pa.array(rest.decode("utf-8").splitlines(), pa.string())})
+
+    return ray.data.read_datasource(LinesDatasource(str(path)))

@@ -42,9 +42,9 @@ def reference(dump: Path) -> tuple[Counter, dict[str, str], int]:
 
 def test_streaming_build_of_a_generated_dump_matches_a_single_process_read(ray_local, tmp_path: Path) -> None:  # noqa: ANN001
     dump = tmp_path / "latest-all.json.bz2"
-    wrote = write_dump(dump, items=3_000, statements_per_item=6, properties=30, seed=1, malformed=3)
+    wrote = write_dump(dump, items=1_500, statements_per_item=6, properties=30, seed=1, malformed=3)
     out = build_wikidata(dump, tmp_path / "kg", config_hash="t", inputs={},
-                         limits=BuildLimits(shard_lines=700, bucket_rows=6_000))
+                         limits=BuildLimits(shard_lines=400, bucket_rows=3_000))
     kg = load_kg(out)
     build = kg.manifest["extra"]["build"]
     assert build["shards"] >= 4 and build["key_buckets"] >= 2 and build["csr_buckets"] >= 2

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from kale_ray.kg.build import BuildLimits, BuildReport, ShardSummary, assemble
+from kale_ray.kg.build import BuildLimits, BuildReport, ShardSummary, assemble, read_lines
 
 HEADER = ("head", "relation", "tail")
 
@@ -154,7 +154,7 @@ def _parse(path: Path, fn: Callable[..., dict[str, list[Any]]], limits: BuildLim
         keep = ctx.execution_options.preserve_order
         ctx.execution_options.preserve_order = True
         try:
-            ds = ray.data.read_parquet(str(path)) if parquet else ray.data.read_text(str(path))
+            ds = ray.data.read_parquet(str(path)) if parquet else read_lines(path)
             ds = ds.map_batches(fn, batch_size=limits.shard_lines, batch_format="pyarrow" if parquet else "numpy",
                                 fn_kwargs=kwargs)
             return [ShardSummary.from_row(str(r["summary"])) for r in ds.iter_rows()]

@@ -1,5 +1,5 @@
 """The Wikidata JSON dump: a JSON array with one entity per line (`[`, `{...},`, ..., `]`), optionally
-.gz or .bz2. Lines are parsed in parallel with Ray Data (`read_text` + `map_batches`); each batch is
+.gz or .bz2. Lines are parsed in parallel with Ray Data (`build.read_lines` + `map_batches`); each batch is
 written as a shard by the task that parsed it and the artifact is assembled by Ray tasks of bounded
 memory (`kale_ray/kg/build.py`): no process holds all statements, the driver only sums counts. Item-to-item statements become triples
 (deprecated ranks left out), English labels and aliases the entity names, property entities the
@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from kale_ray.kg.build import BuildLimits, BuildReport, ShardSummary, assemble
+from kale_ray.kg.build import BuildLimits, BuildReport, ShardSummary, assemble, read_lines
 
 LANG = "en"
 
@@ -131,7 +131,7 @@ def build_wikidata(path: Path, out: Path, *, config_hash: str, inputs: dict[str,
     keep_order = ctx.execution_options.preserve_order
     ctx.execution_options.preserve_order = True  # shard order = dump order: edge ids are reproducible
     try:
-        ds = ray.data.read_text(str(path)).map_batches(parse_batch, batch_size=limits.shard_lines,
+        ds = read_lines(path).map_batches(parse_batch, batch_size=limits.shard_lines,
                                                       batch_format="numpy",
                                                       fn_kwargs={"directory": str(work / "parsed")})
         summaries = [ShardSummary.from_row(str(r["summary"])) for r in ds.iter_rows()]
