@@ -130,3 +130,14 @@ def test_two_actors_share_one_mapped_kg(ray_local, tmp_path: Path) -> None:  # n
         assert mapped["rss"] > 0.5 * array_kb and mapped["shared"] >= 0.95 * mapped["rss"], (mapped, array_kb)
     for a in actors:
         ray.kill(a)
+
+
+def test_triples_file_parsed_on_ray_data_keeps_file_order(ray_local, tmp_path: Path) -> None:  # noqa: ANN001
+    lines = ["head\trelation\ttail"] + [f"e{i % 97}\tr{i % 5}\te{(i * 7) % 101}" for i in range(1_200)] + ["bad line"]
+    (tmp_path / "t.tsv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "ents.tsv").write_text("e1\tEntity One\tfirst|uno\n")
+    out = build_kg("triples", tmp_path / "t.tsv", tmp_path / "kg", entity_labels=tmp_path / "ents.tsv")
+    kg = load_kg(out)
+    assert [kg.triple_keys(i) for i in range(kg.num_triples)] == [tuple(x.split("\t")) for x in lines[1:-1]]
+    assert kg.labels[kg.id_of("e1")] == "Entity One" and kg.aliases[kg.id_of("e1")].as_py() == ["first", "uno"]
+    assert kg.manifest["counts"]["skipped"] == 1 and list(kg.keys) == sorted(kg.keys)
