@@ -42,9 +42,9 @@ def reference(dump: Path) -> tuple[Counter, dict[str, str], int]:
 
 def test_streaming_build_of_a_generated_dump_matches_a_single_process_read(ray_local, tmp_path: Path) -> None:  # noqa: ANN001
     dump = tmp_path / "latest-all.json.bz2"
-    wrote = write_dump(dump, items=1_500, statements_per_item=6, properties=30, seed=1, malformed=3)
+    wrote = write_dump(dump, items=800, statements_per_item=6, properties=30, seed=1, malformed=3)
     out = build_wikidata(dump, tmp_path / "kg", config_hash="t", inputs={},
-                         limits=BuildLimits(shard_lines=400, bucket_rows=3_000))
+                         limits=BuildLimits(shard_lines=200, bucket_rows=2_000))
     kg = load_kg(out)
     build = kg.manifest["extra"]["build"]
     assert build["shards"] >= 4 and build["key_buckets"] >= 2 and build["csr_buckets"] >= 2
@@ -107,6 +107,7 @@ class KGHolder:
         return _smaps_of(str(Path(kg_dir) / "arrays"))
 
 
+@pytest.mark.slow  # two actor processes on WordNet: ~17 s on an idle 2-core machine
 def test_two_actors_share_one_mapped_kg(ray_local, tmp_path: Path) -> None:  # noqa: ANN001
     import ray
 
