@@ -42,7 +42,7 @@ def write_dump(path: Path, items: int, statements_per_item: float = 10.0, proper
                seed: int = 0, malformed: int = 0) -> dict[str, int]:
     """Write the dump (.json, .json.gz or .json.bz2 by suffix); returns what it wrote."""
     rng = np.random.default_rng(seed)
-    words = vocabulary(min(50_000, max(200, items // 20)), rng)
+    words = vocabulary(min(20_000, max(200, items // 20)), rng)  # 27,900 syllable words exist
     alpha = 1.6
     scale = statements_per_item * (alpha - 1) / alpha
     path = Path(path)
