@@ -51,7 +51,7 @@ def _build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from kale_ray.config import load_config
-    from kale_ray.kg.stage import build_kg, default_input
+    from kale_ray.kg.stage import build_kg, default_input, needs_ray
     from kale_ray.kg.store import KGError
 
     overrides = list(args.overrides)
@@ -60,7 +60,7 @@ def _build(args: argparse.Namespace) -> int:
     if args.input:
         overrides.append(f"kg.input={args.input}")
     cfg = load_config(args.config, overrides)
-    if cfg.kg.source == "wikidata":
+    if needs_ray(cfg):
         from kale_ray.ray_utils import init_ray
 
         init_ray(cfg.ray)

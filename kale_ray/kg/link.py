@@ -11,11 +11,14 @@ allowed: a hub is a fine target), else by the mentions inside it.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass
 
+import numpy as np
+
+from kale_ray.kg.normalize import normalize, singular
 from kale_ray.kg.store import KG
+
+__all__ = ["STOP_WORDS", "Linker", "Mention", "link_coverage", "normalize", "singular"]
 
 STOP_WORDS = frozenset("""
 a about above after again against all am an and any are as at be because been before being below between
@@ -28,25 +31,6 @@ s t d ll m o re ve y one two also may might must shall us get got make made many
 following best likely true false answer question statement option choice called known
 """.split())
 
-_NON_WORD = re.compile(r"[^0-9a-z]+")
-
-
-def normalize(text: str) -> str:
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
-    return _NON_WORD.sub(" ", text).strip()
-
-
-def singular(word: str) -> str | None:
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith(("ches", "shes", "sses", "xes")):
-        return word[:-2]
-    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    return None
-
-
 @dataclass(frozen=True)
 class Mention:
     start: int   # token offsets in the normalised text
@@ -56,39 +40,35 @@ class Mention:
 
 
 class Linker:
+    """Links text to entities through the KG's alias index (`kale_ray/kg/alias.py`): built once with the
+    artifact and memory-mapped, so a linker costs no per-name memory in its process."""
+
     def __init__(self, kg: KG, hub_share: float = 0.01, min_hub_degree: int = 50, candidates: int = 2) -> None:
         self.kg = kg
         self.candidates = candidates
-        degree = kg.adjacency.degree
-        self.degree = degree
         threshold = max(hub_share * kg.num_entities, min_hub_degree)
-        self.hubs = degree > threshold
-        index: dict[str, list[int]] = {}
-        aliases = kg.aliases.to_pylist() if kg.aliases is not None else [[] for _ in kg.keys]
-        for eid, (key, label, more) in enumerate(zip(kg.keys, kg.labels, aliases, strict=True)):
-            for name in {key, label, *(more or [])}:
-                norm = normalize(name or "")
-                if norm:
-                    index.setdefault(norm, []).append(eid)
-        labels = [normalize(label or "") for label in kg.labels]
-
-        def rank(alias: str, e: int) -> tuple[int, int, int, int]:
-            # Nodes named by the alias itself before those merely also called so; common nouns (lower-case
-            # labels) before proper names; then the best-connected sense, the usual one.
-            label = kg.labels[e] or ""
-            return (labels[e] != alias, label[:1].isupper(), -int(degree[e]), e)
-
-        self.index = {alias: sorted(set(ids), key=lambda e: rank(alias, e)) for alias, ids in index.items()}
-        self.max_tokens = max((alias.count(" ") + 1 for alias in self.index), default=1)
+        self.hubs = _Hubs(kg.adjacency.indptr, threshold)
+        self.index = kg.alias_index
+        self.max_tokens = self.index.max_tokens
 
     def lookup(self, norm: str) -> list[int]:
-        ids = self.index.get(norm)
-        if ids is None:
-            words = norm.split(" ")
-            single = singular(words[-1])
-            if single:
-                ids = self.index.get(" ".join([*words[:-1], single]))
-        return ids or []
+        return self.lookup_many([norm])[norm]
+
+    def lookup_many(self, norms: list[str]) -> dict[str, list[int]]:
+        """Each name's ranked ids, else its plural -> singular retry's (one index search per round)."""
+        found = dict(zip(norms, self.index.get_many(norms), strict=True))
+        retry: dict[str, str] = {}
+        for norm, ids in found.items():
+            if ids is None:
+                words = norm.split(" ")
+                single = singular(words[-1])
+                if single:
+                    retry[norm] = " ".join([*words[:-1], single])
+        if retry:
+            again = dict(zip(retry.values(), self.index.get_many(list(retry.values())), strict=True))
+            for norm, single in retry.items():
+                found[norm] = again[single]
+        return {norm: ids.tolist() if ids is not None else [] for norm, ids in found.items()}
 
     def exact(self, text: str) -> list[int]:
         """The entity a whole string names: its key verbatim, else its normalised alias."""
@@ -102,6 +82,10 @@ class Linker:
 
     def mentions(self, text: str, allow_hubs: bool = False) -> list[Mention]:
         tokens = normalize(text).split()
+        spans = {" ".join(tokens[i:j]) for i in range(len(tokens))
+                 for j in range(i + 1, min(len(tokens), i + self.max_tokens) + 1)
+                 if not all(w in STOP_WORDS for w in tokens[i:j])}
+        known = self.lookup_many(sorted(spans))
         found: list[Mention] = []
         i = 0
         while i < len(tokens):
@@ -109,7 +93,7 @@ class Linker:
                 words = tokens[i:j]
                 if all(w in STOP_WORDS for w in words):
                     continue
-                ids = [e for e in self.lookup(" ".join(words)) if allow_hubs or not self.hubs[e]]
+                ids = [e for e in known[" ".join(words)] if allow_hubs or not self.hubs[e]]
                 if ids:
                     found.append(Mention(i, j, " ".join(words), tuple(ids[: self.candidates])))
                     i = j
@@ -131,6 +115,16 @@ class Linker:
             if ids:
                 return ids
         return self.link_text(question)
+
+
+class _Hubs:
+    """`hubs[e]`: is e's degree above the threshold; read from the mapped CSR, no per-node array."""
+
+    def __init__(self, indptr: np.ndarray, threshold: float) -> None:
+        self.indptr, self.threshold = indptr, threshold
+
+    def __getitem__(self, e: int) -> bool:
+        return bool(self.indptr[e + 1] - self.indptr[e] > self.threshold)
 
 
 def _unique(ids) -> list[int]:  # noqa: ANN001

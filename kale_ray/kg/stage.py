@@ -8,10 +8,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kale_ray.artifacts import file_sha256, is_complete
+from kale_ray.artifacts import Manifest, file_sha256, is_complete
 from kale_ray.config import ConfigError
 
 DEFAULT_WORDNET = Path("/usr/share/wordnet")
+# Sources built by the streaming build (kale_ray/kg/build.py), on Ray when a cluster is up.
+STREAMED = ("wikidata", "triples")
+# A triples input above this size is parsed on a Ray cluster; smaller ones batch by batch in-process.
+RAY_TRIPLES_BYTES = 256 * 1024**2
 
 
 def default_input(cfg) -> Path:  # noqa: ANN001 (KaleConfig)
@@ -44,7 +48,10 @@ def build_kg(source: str, input_path: Path, out: Path, *, entity_labels: Path | 
     input_path = Path(input_path)
     if not input_path.exists():
         raise ConfigError(f"kg input does not exist: {input_path}")
-    inputs = {"source": source, "input": input_fingerprint(input_path)}
+    from kale_ray.kg.store import LAYOUT
+
+    # The layout is part of the hash: an artifact of an older layout is rebuilt, not half-read.
+    inputs = {"source": source, "input": input_fingerprint(input_path), "layout": LAYOUT}
     for name, extra in (("entity_labels", entity_labels), ("relation_labels", relation_labels)):
         if extra is not None:
             if not Path(extra).is_file():
@@ -55,6 +62,21 @@ def build_kg(source: str, input_path: Path, out: Path, *, entity_labels: Path | 
         print(f"kg: {out} is complete for this source, skipping", flush=True)
         return Path(out)
     t0 = time.monotonic()
+    if source in STREAMED:
+        if source == "wikidata":
+            from kale_ray.kg.sources.wikidata import build_wikidata
+
+            build_wikidata(input_path, Path(out), config_hash=config_hash, inputs=inputs)
+        else:
+            from kale_ray.kg.sources.triples import build_triples
+
+            build_triples(input_path, Path(out), config_hash=config_hash, inputs=inputs,
+                          entity_labels=entity_labels, relation_labels=relation_labels)
+        counts = Manifest.read(Path(out)).counts
+        print(f"kg: {source} -> {counts['entities']} entities, {counts['relations']} relations, "
+              f"{counts['triples']} triples ({counts['skipped']} lines skipped) in {out} "
+              f"[{time.monotonic() - t0:.1f}s]", flush=True)
+        return Path(out)
     builder = read_source(source, input_path, entity_labels=entity_labels, relation_labels=relation_labels)
     read_s = time.monotonic() - t0
     tables = builder.tables()
@@ -66,9 +88,16 @@ def build_kg(source: str, input_path: Path, out: Path, *, entity_labels: Path | 
     return Path(out)
 
 
+def needs_ray(cfg) -> bool:  # noqa: ANN001 (KaleConfig)
+    """The wikidata source and triples inputs over RAY_TRIPLES_BYTES are parsed on a Ray cluster."""
+    where = default_input(cfg)
+    return cfg.kg.source == "wikidata" or (cfg.kg.source == "triples" and where.is_file()
+                                           and where.stat().st_size > RAY_TRIPLES_BYTES)
+
+
 def run_kg_stage(cfg) -> Path:  # noqa: ANN001 (KaleConfig)
-    """Build `cfg.stage_dir("kg")` from `cfg.kg`; Ray is started only for the wikidata source."""
-    if cfg.kg.source == "wikidata":
+    """Build `cfg.stage_dir("kg")` from `cfg.kg`; Ray is started when `needs_ray`."""
+    if needs_ray(cfg):
         from kale_ray.ray_utils import init_ray
 
         init_ray(cfg.ray)

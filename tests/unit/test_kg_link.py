@@ -61,7 +61,7 @@ def test_hubs_are_not_linked_from_questions_but_may_be_answers() -> None:
 
 def test_concept_nodes_link_on_wordnet() -> None:
     """Common nouns and adjectives are WordNet synsets: "white" and "snow" must link."""
-    cache = Path(tempfile.gettempdir()) / f"kale-ray-tests-{os.getuid()}" / "wordnet"
+    cache = Path(tempfile.gettempdir()) / f"kale-ray-tests-{os.getuid()}" / "kg-layout2" / "wordnet"
     kg = load_kg(build_kg("wordnet", Path("/usr/share/wordnet"), cache))
     linker = Linker(kg)
     white = linker.link_answer("white")

@@ -30,7 +30,7 @@ TARGETS = {1: 0.97, 2: 0.95, 3: 0.95}
 
 @pytest.fixture(scope="module")
 def metaqa(data_root: Path):  # noqa: ANN201
-    cache = Path(tempfile.gettempdir()) / f"kale-ray-tests-{os.getuid()}" / "metaqa"
+    cache = Path(tempfile.gettempdir()) / f"kale-ray-tests-{os.getuid()}" / "kg-layout2" / "metaqa"
     kg = load_kg(build_kg("metaqa", data_root / "metaqa" / "kb.txt", cache))
     stored = {kg.triple_keys(i) for i in range(kg.num_triples)}
     return kg, Linker(kg), kg.networkit_graph(undirected=True), stored

@@ -293,7 +293,7 @@ def test_search_many_equals_search_on_the_real_graphs(source: str, data_root) ->
     from kale_ray.kg.store import load_kg
 
     where = data_root / "metaqa" / "kb.txt" if source == "metaqa" else Path("/usr/share/wordnet")
-    kg = load_kg(build_kg(source, where, Path(tempfile.gettempdir()) / f"kale-ray-tests-{os.getuid()}" / source))
+    kg = load_kg(build_kg(source, where, Path(tempfile.gettempdir()) / f"kale-ray-tests-{os.getuid()}" / "kg-layout2" / source))
     limits = SearchLimits(max_hops=3, max_paths=8)
     searcher = PathSearcher(kg.adjacency, limits)
     sources, targets = near_pairs(kg.adjacency, 120, seed=1)

@@ -1,4 +1,4 @@
-"""KG build: sources -> Parquet tables + networkit graph + manifest, read back by load_kg."""
+"""KG build: sources -> Parquet tables + memory-mapped arrays + manifest, read back by load_kg."""
 
 from __future__ import annotations
 
@@ -41,8 +41,11 @@ def test_metaqa_kb_keeps_parallel_edges_self_loops_and_counts_skips(tmp_path: Pa
     reasons = manifest["extra"]["skipped"]["reasons"]
     assert reasons == {"expected head|relation|tail, got 1 fields": 1,
                        "expected head|relation|tail, got 2 fields": 1, "empty head, relation or tail": 1}
-    assert set(manifest["files"]) == {"entities.parquet", "relations.parquet", "triples.parquet", "graph.nkbg"}
-    # The networkit graph is the same directed multigraph.
+    arrays = {f"arrays/{name}.npy" for name in ("heads", "relations", "tails", "indptr", "nbr", "edge", "back",
+                                                "key.off", "key.bytes", "label.off", "label.bytes", "key_order",
+                                                "alias.off", "alias.bytes", "alias_ptr", "alias_ids")}
+    assert set(manifest["files"]) == {"entities.parquet", "relations.parquet", "triples.parquet"} | arrays
+    # The networkit graph (built from the mapped arrays) is the same directed multigraph.
     graph = kg.networkit_graph()
     assert graph.isDirected() and graph.numberOfEdges() == 4 and graph.numberOfSelfLoops() == 1
     # Search adjacency: distinct neighbours, no self-loop, forward edge preferred.
@@ -101,7 +104,7 @@ def test_triples_csv_and_parquet(tmp_path: Path) -> None:
 
 def shared_build_dir(name: str) -> Path:
     """Test KGs of the real sources live in one temp dir: build_kg skips a complete, unchanged build."""
-    return Path(tempfile.gettempdir()) / f"kale-ray-tests-{os.getuid()}" / name
+    return Path(tempfile.gettempdir()) / f"kale-ray-tests-{os.getuid()}" / "kg-layout2" / name
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,7 @@ def read_source(kind: str, path: Path, **options: Any) -> KGBuilder:
         from kale_ray.kg.sources.wordnet import read_wordnet
 
         return read_wordnet(path)
-    if kind == "triples":
-        from kale_ray.kg.sources.triples import read_triples
-
-        return read_triples(path, options.get("entity_labels"), options.get("relation_labels"))
-    if kind == "wikidata":
-        from kale_ray.kg.sources.wikidata import read_wikidata
-
-        return read_wikidata(path, batch_size=options.get("batch_size", 256))
+    if kind in ("triples", "wikidata"):
+        raise ValueError(f"the {kind} source is built by the streaming build (kale_ray.kg.build, via "
+                         "kale_ray.kg.stage.build_kg), not collected in memory")
     raise ValueError(f"unknown KG source {kind!r}; expected one of {', '.join(SOURCES)}")

@@ -87,7 +87,7 @@ class KGBuilder:
         t = self.tables()
         return KG(path=None, keys=t.keys, labels=t.labels, relation_keys=t.relation_keys,
                   relation_labels=t.relation_labels, heads=t.heads, relations=t.relations, tails=t.tails,
-                  aliases=pa.chunked_array([pa.array(t.aliases, pa.list_(pa.string()))]))
+                  alias_lists=pa.chunked_array([pa.array(t.aliases, pa.list_(pa.string()))]))
 
     def tables(self) -> KGTables:
         return KGTables(keys=list(self.entity_ids), labels=self.labels, aliases=self.aliases,

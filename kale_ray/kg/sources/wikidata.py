@@ -1,6 +1,7 @@
 """The Wikidata JSON dump: a JSON array with one entity per line (`[`, `{...},`, ..., `]`), optionally
-.gz or .bz2. Lines are parsed in parallel with Ray Data (`read_text` + `map_batches`), so a full dump
-spreads over the cluster; the driver only assembles ids. Item-to-item statements become triples
+.gz or .bz2. Lines are parsed in parallel with Ray Data (`build.read_lines` + `map_batches`); each batch is
+written as a shard by the task that parsed it and the artifact is assembled by Ray tasks of bounded
+memory (`kale_ray/kg/build.py`): no process holds all statements, the driver only sums counts. Item-to-item statements become triples
 (deprecated ranks left out), English labels and aliases the entity names, property entities the
 relation labels. Objects never seen as entities in the dump keep their id as label.
 """
@@ -8,12 +9,16 @@ relation labels. Objects never seen as entities in the dump keep their id as lab
 from __future__ import annotations
 
 import json
+import shutil
+import uuid
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import pyarrow as pa
 
-from kale_ray.kg.sources.base import KGBuilder
+from kale_ray.kg.build import BuildLimits, BuildReport, ShardSummary, assemble, read_lines
 
 LANG = "en"
 
@@ -55,41 +60,87 @@ def parse_entity_line(line: str) -> dict[str, Any]:
             "description": description, "rels": rels, "tails": tails}
 
 
-def parse_batch(batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-    rows = [parse_entity_line(str(line)) for line in batch["text"]]
-    return {name: [row[name] for row in rows] for name in rows[0]} if rows else {}
+def parse_lines(lines, directory: str) -> dict[str, list[Any]]:  # noqa: ANN001 (array of str)
+    """One Ray Data batch of dump lines -> one shard on disk (entities and item-to-item edges) and one
+    summary row: the batch's statements never travel to the driver."""
+    from kale_ray.kg.build import EDGE_SHARD, ENTITY_SHARD, write_shard
 
-
-def read_wikidata(path: Path, batch_size: int = 256) -> KGBuilder:
-    import ray.data
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"Wikidata dump not found: {path}")
-    ds = ray.data.read_text(str(path)).map_batches(parse_batch, batch_size=batch_size, batch_format="numpy")
-    builder = KGBuilder()
-    edges: list[tuple[str, list[str], list[str]]] = []
+    keys: list[str] = []
+    labels: list[str | None] = []
+    aliases: list[list[str]] = []
+    descriptions: list[str | None] = []
+    heads: list[str] = []
+    rels: list[str] = []
+    tails: list[str] = []
+    properties: dict[str, str | None] = {}
+    skipped: Counter[str] = Counter()
+    examples: list[str] = []
     counts = {"items": 0, "properties": 0}
-    for row in ds.iter_rows():
+    for line in lines:
+        row = parse_entity_line(str(line))
         kind = row["kind"]
         if kind == "skip":
             continue
         if kind == "error":
-            builder.log.skip(str(path), row["error"])
+            skipped[row["error"]] += 1
+            if len(examples) < 20:
+                examples.append(f"{directory}: {row['error']}")
             continue
         if kind == "property":
             counts["properties"] += 1
-            builder.relation(row["key"], label=row["label"])
+            properties.setdefault(row["key"], row["label"])
             continue
         counts["items"] += 1
-        builder.entity(row["key"], label=row["label"], aliases=list(row["aliases"]),
-                       description=row["description"])
-        edges.append((row["key"], list(row["rels"]), list(row["tails"])))
-    known = set(builder.entity_ids)
-    dangling = 0
-    for head, rels, tails in edges:
-        for rel, tail in zip(rels, tails, strict=True):
-            dangling += tail not in known
-            builder.triple(head, rel, tail)
-    builder.info = {**counts, "tails_without_entity": dangling}
-    return builder
+        label = row["label"] or row["key"]
+        kept: list[str] = []
+        for alias in row["aliases"]:
+            if alias and alias not in kept and alias != label:
+                kept.append(alias)
+        keys.append(row["key"])
+        labels.append(row["label"])
+        aliases.append(kept)
+        descriptions.append(row["description"])
+        heads.extend([row["key"]] * len(row["tails"]))
+        rels.extend(row["rels"])
+        tails.extend(row["tails"])
+    entities = pa.table([keys, labels, aliases, descriptions], schema=ENTITY_SHARD)
+    edges = pa.table([heads, rels, tails], schema=EDGE_SHARD)
+    summary = write_shard(Path(directory), uuid.uuid4().hex, entities, edges, properties=properties,
+                          skipped=dict(skipped), examples=examples, counts=counts)
+    return summary.row()
+
+
+def parse_batch(batch: dict[str, Any], directory: str) -> dict[str, list[Any]]:
+    return parse_lines(batch["text"], directory)
+
+
+def build_wikidata(path: Path, out: Path, *, config_hash: str, inputs: dict[str, Any],
+                   limits: BuildLimits | None = None, on_step: Callable[[str], None] | None = None) -> Path:
+    """Parse the dump on Ray Data into shards (in input order), then `build.assemble` the artifact."""
+    import ray.data
+
+    path, out = Path(path), Path(out)
+    if not path.exists():
+        raise FileNotFoundError(f"Wikidata dump not found: {path}")
+    limits = limits or BuildLimits()
+    report = BuildReport()
+    work = out / ".build"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "parsed").mkdir(parents=True)
+    ctx = ray.data.DataContext.get_current()
+    keep_order = ctx.execution_options.preserve_order
+    ctx.execution_options.preserve_order = True  # shard order = dump order: edge ids are reproducible
+    try:
+        ds = read_lines(path).map_batches(parse_batch, batch_size=limits.shard_lines,
+                                                      batch_format="numpy",
+                                                      fn_kwargs={"directory": str(work / "parsed")})
+        summaries = [ShardSummary.from_row(str(r["summary"])) for r in ds.iter_rows()]
+    finally:
+        ctx.execution_options.preserve_order = keep_order
+    report.lap("parse")
+    if on_step:
+        on_step("parse")
+    return assemble(summaries, out, config_hash=config_hash, source="wikidata", inputs=inputs, limits=limits,
+                    report=report, relation_label=lambda key: key, on_step=on_step,
+                    info={"items": sum(s.counts.get("items", 0) for s in summaries),
+                          "properties": sum(s.counts.get("properties", 0) for s in summaries)})
