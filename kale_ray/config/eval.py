@@ -15,7 +15,7 @@ class EvalConfig(BaseModel):
     split: str = Field("test", description="Which file of a registered benchmark to score (test|dev|all).")
     test_split: Path | None = Field(
         None, description="A data stage dir (or parquet file): score its held-out test.parquet instead.")
-    limit: int | None = Field(None, ge=1, description="Score at most this many items per benchmark.")
+    limit: int | None = Field(None, ge=1, description="Score at most this many items per benchmark (a seeded stratified sample, data.sample_seed).")
     batch_size: int = Field(
         64, ge=1, description="Most option sequences per forward pass in-process (also capped at 8192 tokens).")
     concurrency: int = Field(8, ge=1, description="Requests in flight when scoring through the Serve API.")
