@@ -211,6 +211,9 @@ def run_synth_stage(cfg: Any, paths_dir: Path, out: Path, select: dict[str, Any]
     _reset(out, config_hash)
     done = _done_ids(out, cfg.synth.retry_errors)
     todo = source.filter(pc.invert(pc.is_in(source.column("id"), value_set=pa.array(sorted(done), pa.string()))))
+    # By id: the writers' batches (and so an LLM writer's padded shapes) do not follow the order the paths
+    # stage's actors happened to finish in.
+    todo = todo.sort_by("id")
     print(f"synth: {source.num_rows} rows, {len(done)} already written, {todo.num_rows} to generate "
           f"with the {cfg.synth.backend} backend", flush=True)
     run: dict[str, Any] = {"generated": todo.num_rows}
