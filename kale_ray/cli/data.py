@@ -35,6 +35,7 @@ def _show(args: argparse.Namespace) -> int:
     from kale_ray.config import load_config
     from kale_ray.data.benchmarks import BenchmarkError
     from kale_ray.data.load import load_splits
+    from kale_ray.data.split import mix
 
     cfg = load_config(args.config, [*args.overrides, *(["data.strict=true"] if args.strict else [])])
     try:
@@ -44,6 +45,12 @@ def _show(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps({"benchmark": cfg.data.benchmark, "train": splits.train.num_rows,
                       "test": splits.test.num_rows, "report": splits.report.as_dict()}, indent=2))
+    # What the limits drew: rows per benchmark and subject (or file), e.g. MMLU's subjects.
+    for side, table in (("train", splits.train), ("test", splits.test)):
+        for bench, counts in mix(table).items():
+            shown = ", ".join(f"{k} {n}" for k, n in counts.items())
+            print(f"{side} mix: {bench}: {sum(counts.values())} rows from {len(counts)} "
+                  f"{'strata' if len(counts) != 1 else 'stratum'}: {shown}")
     for row in splits.train.slice(0, 2).to_pylist():
         print(json.dumps(row, ensure_ascii=False))
     return 0

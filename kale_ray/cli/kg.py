@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     link = cmds.add_parser("link", help="link a benchmark's questions and answers; print coverage")
     link.add_argument("--kg", required=True, help="KG artifact directory")
     link.add_argument("--benchmark", default=None, help="benchmark name or file (default: data.benchmark)")
-    link.add_argument("--limit", type=int, default=None, help="link only the first N rows")
+    link.add_argument("--limit", type=int, default=None, help="link only a seeded sample of N rows (data.sample_seed)")
     link.add_argument("--show", type=int, default=3, help="print this many linked rows")
     add_config_args(link)
     link.set_defaults(func=_link)
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     extract.add_argument("--kg", required=True, help="KG artifact directory")
     extract.add_argument("--rows", default=None,
                          help="rows: a Parquet file in the data schema, or a benchmark name (default: data.benchmark)")
-    extract.add_argument("--limit", type=int, default=None, help="only the first N rows")
+    extract.add_argument("--limit", type=int, default=None, help="only a seeded sample of N rows (data.sample_seed)")
     extract.add_argument("--out", default=None, help="artifact directory (default: <workdir>/<run>/paths)")
     add_config_args(extract)
     extract.set_defaults(func=_extract)
@@ -102,7 +102,9 @@ def _rows(cfg, name: str | None, limit: int | None):  # noqa: ANN001, ANN202
     names = [name] if name else cfg.data.benchmarks
     table = pa.concat_tables([pq.read_table(n) if Path(n).suffix == ".parquet" else
                               load_benchmark(n, cfg.data_root, split=cfg.data.source_split) for n in names])
-    return table.slice(0, limit) if limit else table
+    from kale_ray.data.split import take
+
+    return take(table, limit, cfg.data.sample_seed)
 
 
 def _link(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kale_ray.config.eval import EvalConfig
 from kale_ray.config.kg import KGConfig, PathsConfig
@@ -62,6 +62,16 @@ class KaleConfig(BaseModel):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     study: StudyConfig = Field(default_factory=StudyConfig)
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
+
+    @model_validator(mode="after")
+    def _template_writes_from_paths_only(self) -> KaleConfig:
+        """The template writer verbalises paths and nothing else: it is a labelled control, it cannot
+        write the w/o-KI ablation (rationales from the Q&A pair only); that takes an LLM writer."""
+        if self.synth.backend == "template" and ("ka-noki" in self.train.methods or not self.synth.ki):
+            raise ValueError("the template writer verbalises KG paths only, so it cannot write KALE w/o KI "
+                             "(train.methods ka-noki, synth.ki=false); use an LLM writer: synth.backend=hf, "
+                             "vllm or openai")
+        return self
 
     def stage_dir(self, stage: str) -> Path:
         return self.workdir / self.run_name / stage

@@ -15,13 +15,17 @@ class EvalConfig(BaseModel):
     split: str = Field("test", description="Which file of a registered benchmark to score (test|dev|all).")
     test_split: Path | None = Field(
         None, description="A data stage dir (or parquet file): score its held-out test.parquet instead.")
-    limit: int | None = Field(None, ge=1, description="Score at most this many items per benchmark.")
+    limit: int | None = Field(None, ge=1, description="Score at most this many items per benchmark (a seeded stratified sample, data.sample_seed).")
     batch_size: int = Field(
         64, ge=1, description="Most option sequences per forward pass in-process (also capped at 8192 tokens).")
     engine: Literal["serve", "local"] = Field(
         "serve", description="Models given as paths or names: serve (deployed on Ray Serve for the stage, the "
                              "base once per replica with every LoRA adapter on it, replicas and their CPUs/GPUs "
                              "from serve.*, scored through the OpenAI API) or local (in this process, no Ray).")
+    threads: int | None = Field(
+        None, ge=1, description="torch CPU threads of in-process scoring (null: torch's default, the machine's cores). "
+                                "The thread count moves log-likelihoods by float rounding: fix it to score alike on "
+                                "machines with different core counts.")
     concurrency: int = Field(8, ge=1, description="Requests in flight when scoring through the Serve API.")
     request_timeout_s: float = Field(300.0, gt=0, description="Timeout of one request to a served model.")
     max_retries: int = Field(

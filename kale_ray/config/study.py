@@ -17,7 +17,7 @@ class PathsRun(BaseModel):
     benchmark: str = Field(description="Registered benchmark name or file (its rows are searched, not split).")
     kg_source: str = Field(description="KG source of the search (kg.source).")
     kg_input: Path | None = Field(None, description="KG input (default: the source's default under data_root).")
-    limit: int | None = Field(None, ge=1, description="Only the first N rows.")
+    limit: int | None = Field(None, ge=1, description="A seeded random sample of N rows (data.sample_seed), never the first N.")
     max_hops: int | None = Field(None, ge=1, description="Hop limit (default: paths.max_hops).")
 
 

@@ -48,7 +48,9 @@ def load_items(cfg: Any, rows: pa.Table | None = None) -> dict[str, pa.Table]:
             table = load_benchmark(name, cfg.data_root, cfg.eval.split)
             tables[Path(name).stem if Path(name).suffix else name] = table
     if cfg.eval.limit:
-        tables = {n: t.slice(0, cfg.eval.limit) for n, t in tables.items()}
+        from kale_ray.data.split import take
+
+        tables = {n: take(t, cfg.eval.limit, cfg.data.sample_seed) for n, t in tables.items()}
     return tables
 
 

@@ -151,4 +151,10 @@ def open_scorer(spec: str, cfg: Any) -> Scorer:  # cfg: KaleConfig
         key = os.environ.get(cfg.eval.api_key_env) if cfg.eval.api_key_env else None
         return APIScorer(spec, cfg.eval.concurrency, cfg.eval.request_timeout_s, cfg.eval.max_retries, key,
                          cfg.eval.busy_wait_s)
+    if cfg.eval.threads is not None:
+        # The CPU thread count changes the order of float reductions, so log-likelihoods (by ~1e-5 on
+        # SmolLM2) and near-tied predictions differ between machines with different core counts.
+        import torch
+
+        torch.set_num_threads(cfg.eval.threads)
     return LocalScorer(spec, cfg.model.dtype, cfg.eval.device, cfg.eval.batch_size, cfg.model.cache_dir)

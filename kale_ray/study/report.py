@@ -37,8 +37,12 @@ def _train_runs(train_dir: Path) -> dict[str, Any]:
         timed = steps[1:] or steps
         if not timed:
             continue
+        manifest = _read_json(metrics.parent / "manifest.json") or {}
+        counts = manifest.get("counts", {})
         runs[metrics.parent.name] = {
             "source": str(metrics), "steps": len(steps),
+            "optimizer_steps": counts.get("steps"), "rows_used": counts.get("rows_used"),
+            "rows_in": counts.get("rows_in"),
             "step_s_median": statistics.median(s["step_s"] for s in timed),
             "tokens_per_s_median": statistics.median(s["tokens_per_s"] for s in timed),
             "first_loss": steps[0].get("loss"), "last_loss": steps[-1].get("loss")}
@@ -52,6 +56,31 @@ def _finished_pairs(results: Path) -> dict[str, Any]:
     for metrics in sorted(results.glob("*/*/metrics.json")):
         summary.setdefault(metrics.parent.parent.name, {})[metrics.parent.name] = _read_json(metrics)["metrics"]
     return {"source": str(results / "*/*/metrics.json"), "summary": summary, "partial": True}
+
+
+def item_scores(results: Path) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """Per-item correctness of every scored model, from its predictions.jsonl, compact enough for the
+    committed JSON: benchmark -> sorted item ids, and label -> benchmark -> {"acc", "acc_norm"} as
+    strings of 1/0 aligned with those ids ("." where that model has no score for the item). Generative
+    items carry exact match in both."""
+    scored: dict[str, dict[str, dict[str, dict[str, int]]]] = {}
+    for preds in sorted(Path(results).glob("*/*/predictions.jsonl")):
+        label_, bench = preds.parent.parent.name, preds.parent.name
+        per_item: dict[str, dict[str, int]] = {}
+        for line in preds.read_text().splitlines():
+            if line.strip():
+                p = json.loads(line)
+                acc = p.get("acc", p.get("correct"))
+                per_item[p["id"]] = {"acc": int(bool(acc)), "acc_norm": int(bool(p.get("acc_norm", acc)))}
+        scored.setdefault(label_, {})[bench] = per_item
+    ids: dict[str, list[str]] = {}
+    for per_bench in scored.values():
+        for bench, per_item in per_bench.items():
+            ids[bench] = sorted(set(ids.get(bench, [])) | set(per_item))
+    items = {label_: {bench: {key: "".join(str(per_item[i][key]) if i in per_item else "." for i in ids[bench])
+                              for key in ("acc", "acc_norm")} for bench, per_item in per_bench.items()}
+             for label_, per_bench in scored.items()}
+    return ids, items
 
 
 def collect_variant(run_dir: Path) -> dict[str, Any]:
@@ -80,6 +109,7 @@ def collect_variant(run_dir: Path) -> dict[str, Any]:
                         "label_balance": record.get("label_balance"),
                         "auroc_by_layer": {k: v.get("auroc") for k, v in record.get("layers", {}).items()}}
     out["train"] = _train_runs(run_dir / "train")
+    out["item_ids"], out["items"] = item_scores(run_dir / "results")
     return out
 
 
@@ -333,6 +363,72 @@ def comparisons(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
+def _points(value: float) -> str:
+    return f"{100 * value:+.1f}"
+
+
+def _p(value: float) -> str:
+    return f"{value:.3f}" if value >= 0.001 else "< 0.001"
+
+
+def interval_section(results: dict[str, Any]) -> list[str]:
+    """The primary contrasts (kale_ray.study.contrasts), one row each, acc and acc_norm, then the design's
+    detectable difference; the seed spread is labelled as what it is."""
+    from kale_ray.study.contrasts import METRICS, N_BOOT, PRIMARY, primary_contrasts
+
+    records = primary_contrasts(results)
+    named = ", ".join(name for name, *_ in PRIMARY)
+    out = [f"Named before the results: {named}. Each pairs the two arms item by item on the same held-out "
+           "items (correctness averaged over the seeds both arms ran); the interval is a paired bootstrap "
+           f"over items, stratified by benchmark ({N_BOOT} replicates, seeded), of the difference pooled over "
+           "items; p is the exact McNemar (sign) test, Holm-corrected over the contrasts tested.", ""]
+    if not records:
+        return [*out, "No primary contrast can be computed: the collection has no per-item predictions "
+                      "for both arms of any of them (re-collect from the artifacts).", ""]
+    for m in METRICS:
+        out += [f"{m}:", "", "| contrast | A | B | items | seeds | A - B (points) [95% CI] | items A / B ahead | "
+                "p | p (Holm) | detectable at 80% power (points) |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in (r for r in records if m in r):
+            s = r[m]
+            out.append("| " + " | ".join([
+                r["name"], row_name(results, r["a"]["variant"], r["a"]["method"]),
+                row_name(results, r["b"]["variant"], r["b"]["method"]), str(s["items"]),
+                ", ".join(str(x) for x in r["seeds"]) if r["seeds"] else "not shared (each arm's mean)",
+                f"{_points(s['diff'])} [{_points(s['low'])}, {_points(s['high'])}]",
+                f"{s['a_ahead']} / {s['b_ahead']}", _p(s["p"]), _p(s["p_holm"]),
+                f"{100 * s['detectable']:.1f}" if s.get("detectable") else "-"]) + " |")
+        out.append("")
+    acc = [r["acc"] for r in records if "acc" in r]
+    if acc:
+        out.pop()
+        n = max(s["items"] for s in acc)
+        psi = statistics.median(s["discordance"] for s in acc)
+        from kale_ray.study.stats import detectable_difference
+
+        mdd = detectable_difference(n, psi) if psi else None
+        out += ["", f"Detectable difference of the design: with {n} paired items and the median discordance of "
+                    f"one seed pair, {100 * psi:.1f}% of items, a two-sided exact test at alpha 0.05 detects "
+                    f"{'-' if mdd is None else f'{100 * mdd:.1f}'} points of accuracy with 80% power (Connor's "
+                    "approximation); a smaller true difference is likely to read as no difference."]
+    out += ["", "Seed spread, reported apart: the ± after a mean elsewhere on this page is the standard "
+                "deviation over training seeds (what a rerun moves), not an interval over items.", ""]
+    return out
+
+
+def arms_table(results: dict[str, Any]) -> str:
+    """Rows and optimizer steps each trained arm used (from the train manifests), so arms that trained
+    on different rows or for different steps are visible as such."""
+    from kale_ray.study.contrasts import arm_sizes
+
+    lines = ["| arm | seeds | training rows used | optimizer steps |", "|---|---|---|---|"]
+    shown = lambda values: ", ".join(str(v) for v in sorted(values, key=str)) if values - {None} else "-"  # noqa: E731
+    for arm in arm_sizes(results):
+        seeds = ", ".join("-" if s is None else str(s) for s in arm["seeds"])
+        lines.append(f"| {row_name(results, arm['variant'], arm['method'])} | {seeds} | "
+                     f"{shown(arm['rows_used'])} | {shown(arm['steps'])} |")
+    return "\n".join(lines)
+
+
 def path_table(results: dict[str, Any]) -> str:
     sources = {f"variant `{v}` training rows": d["path_stats"] for v, d in results["variants"].items()
                if d.get("path_stats")}
@@ -445,7 +541,10 @@ def _setup(results: dict[str, Any], rows: dict[str, Any]) -> list[str]:
         f"DeepSpeed ZeRO-{train['zero_stage']}, {train['workers']} Ray Train workers.",
         f"- Benchmarks: {', '.join(benches)}; each split on its own by row-id hash "
         f"(test_fraction {data['test_fraction']}, split_seed {data['split_seed']}, from the `{data['source_split']}` "
-        f"files), at most {data['limit_train']} training and {data['limit_test']} test rows each. "
+        f"files), at most {data['limit_train']} training and {data['limit_test']} test rows each"
+        + (f" (a seeded sample, sample_seed {data['sample_seed']}, stratified by MMLU subject and file"
+           + "".join(f"; {b}: {json.dumps(o, sort_keys=True)}" for b, o in (data.get("per_benchmark") or {}).items())
+           + ")" if "sample_seed" in data else " (the first rows of each file)") + ". "
         f"Test items scored per benchmark: {', '.join(f'{b} {n}' for b, n in n_test.items())}.",
         "- Every figure is on the held-out test rows; no model saw them in training.",
         *[f"- **Variant `{v}` has not run yet** (no evaluation results in `{d['run_dir']}`)."
@@ -496,11 +595,18 @@ def render(results: dict[str, Any], out_md: Path, numbers: Path, discussion: Pat
         "",
         stage_table(results),
         "",
+        "## Primary contrasts, paired over items (95% intervals)",
+        "",
+        *interval_section(results),
+        "Rows and optimizer steps per arm:",
+        "",
+        arms_table(results),
+        "",
         "## What the numbers say (computed)",
         "",
         *findings(rows),
         "",
-        "One change at a time, paired by seed:",
+        "One change at a time, paired by seed (mean ± sd over seeds: the seed spread, not an interval):",
         "",
         paired_table(rows, comparisons(results)),
         "",

@@ -11,6 +11,7 @@ from kale_ray.study.variants import extra_dir
 
 def run_path_runs(cfg: Any) -> None:
     from kale_ray.data.benchmarks import load_benchmark
+    from kale_ray.data.split import take
     from kale_ray.kg.extract import run_paths_stage
     from kale_ray.kg.stage import build_kg, default_input
     from kale_ray.ray_utils import init_ray
@@ -23,7 +24,7 @@ def run_path_runs(cfg: Any) -> None:
         kg_dir = build_kg(spec.kg_source, default_input(run_cfg), extra_dir(cfg, "kg", spec.kg_source))
         rows = load_benchmark(spec.benchmark, cfg.data_root, split=cfg.data.source_split)
         print(f"study: paths run {title!r}: {spec.benchmark}, {spec.limit or rows.num_rows} rows", flush=True)
-        run_paths_stage(run_cfg, rows.slice(0, spec.limit) if spec.limit else rows, kg_dir,
+        run_paths_stage(run_cfg, take(rows, spec.limit, cfg.data.sample_seed), kg_dir,
                         extra_dir(cfg, "paths", title))
 
 

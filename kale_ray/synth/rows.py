@@ -14,7 +14,7 @@ import pyarrow as pa
 from kale_ray.synth.backends.base import Backend, Generation, Request
 from kale_ray.synth.prompts import build_messages, check_rationale, facts
 
-STATUSES = ("ok", "fallback", "dropped", "degenerate", "error")
+STATUSES = ("ok", "fallback", "dropped", "no_rationale", "degenerate", "error")
 
 OUTPUT_FIELDS = [
     pa.field("rationale", pa.string()),
@@ -37,24 +37,28 @@ def output_schema(input_schema: pa.Schema) -> pa.Schema:
 
 @dataclass(frozen=True)
 class Plan:
-    """How one row is written: with paths (ki), without (w/o KI), or not at all (dropped)."""
+    """How one row is written: with paths (ki), without (w/o KI), or not at all (dropped; no_rationale:
+    the writer writes from paths only and the row is written without)."""
 
     ki: bool
-    base_status: str  # "ok" | "fallback" | "dropped"
+    base_status: str  # "ok" | "fallback" | "dropped" | "no_rationale"
 
 
 def has_path(row: dict[str, Any], max_paths: int) -> bool:
     return row.get("path_status") == "ok" and bool(facts(row, max_paths))
 
 
-def plan_row(row: dict[str, Any], ki: bool, no_path: str, max_paths: int) -> Plan:
+def plan_row(row: dict[str, Any], ki: bool, no_path: str, max_paths: int, needs_paths: bool = False) -> Plan:
     """Rows with a path get the KI prompt (or the w/o-KI one in the ablation); the rest follow
-    `paths.no_path`, in both arms, so the KI and w/o-KI runs train on the same rows."""
+    `paths.no_path`, in both arms, so the KI and w/o-KI runs train on the same rows. A writer that
+    `needs_paths` (the template) writes nothing for a row it would be given no paths for."""
     if has_path(row, max_paths):
+        if needs_paths and not ki:
+            return Plan(ki=False, base_status="no_rationale")
         return Plan(ki=ki, base_status="ok")
     if no_path == "drop":
         return Plan(ki=False, base_status="dropped")
-    return Plan(ki=False, base_status="fallback")
+    return Plan(ki=False, base_status="no_rationale" if needs_paths else "fallback")
 
 
 def _generate_safely(backend: Backend, requests: list[Request]) -> list[Generation]:
@@ -77,8 +81,8 @@ def _generate_safely(backend: Backend, requests: list[Request]) -> list[Generati
 def write_rationales(rows: list[dict[str, Any]], backend: Backend, *, ki: bool, no_path: str,
                      max_paths: int, generator: dict[str, Any]) -> list[dict[str, Any]]:
     """One output row per input row, in order, every one labelled with a status."""
-    plans = [plan_row(r, ki, no_path, max_paths) for r in rows]
-    todo = [i for i, p in enumerate(plans) if p.base_status != "dropped"]
+    plans = [plan_row(r, ki, no_path, max_paths, backend.needs_paths) for r in rows]
+    todo = [i for i, p in enumerate(plans) if p.base_status not in ("dropped", "no_rationale")]
     requests = [Request(build_messages(rows[i], plans[i].ki, max_paths), rows[i], plans[i].ki) for i in todo]
     gens: dict[int, Generation] = dict(zip(todo, _generate_safely(backend, requests), strict=True))
     meta = json.dumps(generator, sort_keys=True)

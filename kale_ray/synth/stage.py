@@ -61,6 +61,9 @@ def writer_model(cfg: Any) -> str | None:
 # part size) may change between a crash and its re-run without invalidating the rows already written.
 CONTENT_KEYS = ("backend", "model", "ki", "max_new_tokens", "temperature", "top_p", "max_model_len",
                 "max_paths_in_prompt", "vllm_engine_args")
+# Bumped when the template writer's text changes (2: paths only, no "The answer to this question is X"),
+# so a template artifact of the old text is written again rather than reused.
+TEMPLATE_VERSION = 2
 
 
 def stage_hash(cfg: Any, paths_dir: Path) -> str:
@@ -71,7 +74,8 @@ def stage_hash(cfg: Any, paths_dir: Path) -> str:
     else:
         source = json.dumps({p.name: p.stat().st_size for p in existing_parts(paths_dir).values()})
     synth = cfg.synth.model_dump(mode="json")
-    key = json.dumps({"synth": {k: synth[k] for k in CONTENT_KEYS}, "seed": writer_seed(cfg),
+    version = {"template_version": TEMPLATE_VERSION} if cfg.synth.backend == "template" else {}
+    key = json.dumps({"synth": {k: synth[k] for k in CONTENT_KEYS}, **version, "seed": writer_seed(cfg),
                       "model": cfg.model.model_dump(mode="json", include={"name_or_path", "dtype"}),
                       "no_path": cfg.paths.no_path, "source": source}, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -207,6 +211,9 @@ def run_synth_stage(cfg: Any, paths_dir: Path, out: Path, select: dict[str, Any]
     _reset(out, config_hash)
     done = _done_ids(out, cfg.synth.retry_errors)
     todo = source.filter(pc.invert(pc.is_in(source.column("id"), value_set=pa.array(sorted(done), pa.string()))))
+    # By id: the writers' batches (and so an LLM writer's padded shapes) do not follow the order the paths
+    # stage's actors happened to finish in.
+    todo = todo.sort_by("id")
     print(f"synth: {source.num_rows} rows, {len(done)} already written, {todo.num_rows} to generate "
           f"with the {cfg.synth.backend} backend", flush=True)
     run: dict[str, Any] = {"generated": todo.num_rows}
@@ -235,7 +242,7 @@ def run_synth_stage(cfg: Any, paths_dir: Path, out: Path, select: dict[str, Any]
              extra={**extra, "generator": json.loads(final.column("generator")[0].as_py()), "last_run": run},
              ).write(out)
     print(f"synth: {counts['rows']} rows -> ok {counts['ok']}, fallback {counts['fallback']}, dropped "
-          f"{counts['dropped']}, degenerate {counts['degenerate']}, error {counts['error']} "
+          f"{counts['dropped']}, no rationale {counts['no_rationale']}, degenerate {counts['degenerate']}, error {counts['error']} "
           f"({counts['tokens']} tokens; this run {todo.num_rows} rows in "
           f"{format_seconds(run.get('seconds', 0))}) -> {out}", flush=True)
     return out

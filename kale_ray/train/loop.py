@@ -161,6 +161,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device() if config["use_gpu"] else torch.device("cpu")
     total_steps, steps_per_epoch = config["total_steps"], config["steps_per_epoch"]
 
+    # The thread count follows the config, not the machine (it changes float reduction order, so losses
+    # and the trained weights would differ between machines with different core counts).
+    torch.set_num_threads(max(1, int(tc.cpus_per_worker)))
     torch.manual_seed(config["seed"])
     model = build_model(config["model_path"], tc)
     frozen = None

@@ -57,6 +57,10 @@ def plan_steps(rows: int, workers: int, micro_batch: int, grad_accum: int, epoch
 
 
 def _shuffled(table: pa.Table, seed: int) -> pa.Table:
+    """A seeded permutation of the rows sorted by id: the order depends on the set of rows and the seed
+    only, not on the order an artifact's parts hold them in (Ray Data writes rows as actors finish)."""
+    if "id" in table.column_names:
+        table = table.sort_by("id")
     order = list(range(table.num_rows))
     random.Random(seed).shuffle(order)
     return table.take(pa.array(order, pa.int64()))

@@ -39,15 +39,19 @@ def test_synth_command_end_to_end(ray_local, tmp_path, data_root, smollm2_path, 
     assert paths.counts["rows"] == synth.counts["rows"] == 12
     assert paths.counts["with_path"] > 0  # WordNet links ARC-Easy concepts
     assert synth.counts["with_path"] == paths.counts["with_path"] == synth.counts["ok"]
-    assert synth.counts["fallback"] == 12 - paths.counts["with_path"]
+    # The template verbalises paths only: a row without one gets no rationale from it.
+    assert synth.counts["no_rationale"] == 12 - paths.counts["with_path"] and synth.counts["fallback"] == 0
     table = read_parts(run / "synth")
     for row in table.to_pylist():
         if row["ki"]:
             assert row["path_status"] == "ok" and row["path_texts"]
             assert row["path_texts"][0] in row["prompt"] and row["path_texts"][0].rstrip(".") in row["rationale"]
+            from kale_ray.synth.prompts import facts
+
+            assert row["rationale"] == " ".join(f if f.endswith(".") else f + "." for f in facts(row, 4))
             assert json.loads(row["paths"]) and row["q_entities"] and row["a_entities"]
         else:
-            assert row["status"] == "fallback" and "Knowledge facts" not in row["prompt"]
+            assert row["status"] == "no_rationale" and row["rationale"] is None
 
     hf_out = tmp_path / "synth-hf"
     assert main(["synth", "--config", str(config), "--out", str(hf_out), "synth.backend=hf",

@@ -116,3 +116,59 @@ def test_metaqa_questions_naming_different_entities_are_distinct_rows(data_root)
     eden = [r["answers"] for r in rows if r["question"] == "who acted in the movie [Eden]"]
     assert sorted(eden) == [["Beau Bridges", "Matt O'Leary", "Jamie Chung"], ["Félix de Givry"]]
     assert report.reasons == {"duplicate of an earlier row": 1}
+
+
+def _splits(data_root, *overrides):
+    from kale_ray.config import load_config
+    from kale_ray.data.load import load_splits
+
+    return load_splits(load_config(overrides=[f"data_root={data_root}", *overrides]))
+
+
+def test_limits_draw_a_seeded_sample_stratified_across_mmlu_subjects(data_root):
+    """MMLU's files are read subject by subject: the first 40 rows were 35 abstract-algebra items. A limit
+    is a sample over all 57 subjects, each in proportion to its held-out rows, the same for the same seed."""
+    from collections import Counter
+
+    from kale_ray.data.split import split_table
+
+    base = ["data.benchmark=mmlu", "data.limit_train=32", "data.limit_test=40"]
+    one = _splits(data_root, *base)
+    subjects = Counter(one.test.column("subject").to_pylist())
+    assert one.test.num_rows == 40 and len(subjects) >= 25 and max(subjects.values()) <= 5
+    held_out = split_table(load_benchmark("mmlu", data_root), 0.3, seed=0)[1]
+    share = Counter(held_out.column("subject").to_pylist())
+    for subject, n in share.items():  # proportional: within one item of its exact quota
+        assert abs(subjects.get(subject, 0) - 40 * n / held_out.num_rows) < 1, subject
+    assert len(set(one.train.column("subject").to_pylist())) >= 20
+    assert not set(one.train.column("id").to_pylist()) & set(held_out.column("id").to_pylist())
+    again = _splits(data_root, *base)
+    assert again.test.column("id").to_pylist() == one.test.column("id").to_pylist()
+    assert again.train.column("id").to_pylist() == one.train.column("id").to_pylist()
+    other = _splits(data_root, *base, "data.sample_seed=1")
+    assert len(set(other.test.column("id").to_pylist()) ^ set(one.test.column("id").to_pylist())) > 20
+
+
+def test_a_benchmark_of_several_files_is_sampled_across_them_and_overrides_apply_per_benchmark(data_root):
+    """OpenBookQA's test and dev files are both drawn from; per_benchmark lifts AbsR's limits so it keeps
+    every item not trained on, while the mix's other benchmark stays limited."""
+    from collections import Counter
+
+    mix = _splits(data_root, "data.benchmark=[openbookqa, absr]", "data.source_split=all", "data.test_fraction=0.35",
+                  "data.limit_train=150", "data.limit_test=300",
+                  "data.per_benchmark={absr: {test_fraction: 0.23, limit_train: null, limit_test: null}}")
+    obqa = mix.test.filter(pa.compute.equal(mix.test.column("benchmark"), "openbookqa"))
+    files = Counter(s.rsplit("/", 1)[1] for s in obqa.column("source").to_pylist())
+    assert obqa.num_rows == 300 and set(files) == {"test.json", "dev.json"} and min(files.values()) > 120
+    absr_train = mix.train.column("benchmark").to_pylist().count("absr")
+    absr_test = mix.test.column("benchmark").to_pylist().count("absr")
+    assert absr_train >= 150 and absr_train + absr_test == load_benchmark("absr", data_root).num_rows
+    assert mix.train.column("benchmark").to_pylist().count("openbookqa") == 150
+    assert not set(mix.train.column("id").to_pylist()) & set(mix.test.column("id").to_pylist())
+
+
+def test_per_benchmark_settings_must_name_a_benchmark_of_the_mix(data_root):
+    from kale_ray.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="per_benchmark"):
+        load_config(overrides=["data.benchmark=arc-easy", "data.per_benchmark={absr: {limit_test: 3}}"])

@@ -34,6 +34,12 @@ def test_data_show_reports_split(capsys):
     assert '"train": 2' in out and '"test":' in out
 
 
+def test_data_show_prints_the_subject_mix_of_the_sample(capsys):
+    assert main(["data", "show", "data.benchmark=mmlu", "data.limit_test=40"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("test mix: mmlu: 40 rows"))
+    assert int(line.split(" from ")[1].split()[0]) >= 25 and "abstract-algebra 35" not in line
+
+
 def test_data_stage_is_skipped_when_complete(tmp_path, capsys):
     from kale_ray.config import load_config
     from kale_ray.data.stage import read_split, run_data_stage

@@ -114,3 +114,19 @@ def test_pipeline_eval_stage_scores_the_data_stage_test_split(tmp_path, data_roo
 
     assert pipeline_models(seeded) == {f"SFT [seed {s}]": str(seeded.stage_dir("train") / f"sft-s{s}" / "final")
                                        for s in (3, 4)}
+
+
+def test_eval_threads_fix_the_scoring_thread_count(tiny_llama_path):
+    """eval.threads, not the machine's core count, sets in-process scoring's torch threads."""
+    import torch
+
+    from kale_ray.eval.scorers import open_scorer
+
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 3):
+            cfg = load_config(None, [f"model.name_or_path={tiny_llama_path}", f"eval.threads={threads}"])
+            open_scorer(str(tiny_llama_path), cfg).close()
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)

@@ -24,7 +24,7 @@ def test_registry_matches_its_types():
 
 
 def test_trained_runs_one_per_method_and_seed():
-    cfg = load_config(overrides=["train.methods=[sft, ka-noki]"])
+    cfg = load_config(overrides=["train.methods=[sft, ka-noki]", "synth.backend=hf"])
     runs = trained_runs(cfg.train.methods, cfg.train.seeds)
     assert [(r.method, r.dir_name, r.label, r.seed) for r in runs] == [
         ("sft", "sft", "SFT", None), ("ka-noki", "ka-noki", "KALE (no KI)", None)]

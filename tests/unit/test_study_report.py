@@ -227,3 +227,53 @@ def test_rerendering_from_json_keeps_the_configs_first_variant(study, tmp_path):
     write_report(study, from_json=tmp_path / "results.json")
     page = (tmp_path / "results.md").read_text()
     assert "| SFT |" in page and "| KALE · hf |" in page and "· template" not in page
+
+
+def _predictions(results: Path, label: str, bench: str, correct: list[int]) -> None:
+    pair = results / label / bench
+    pair.mkdir(parents=True, exist_ok=True)
+    (pair / "predictions.jsonl").write_text("".join(json.dumps(
+        {"id": f"{bench}-{i}", "type": "mc", "acc": c, "acc_norm": 1 - c if i == 0 else c, "correct": c}) + "\n"
+        for i, c in enumerate(correct)))
+
+
+def test_primary_contrasts_are_paired_over_items_with_intervals(study, tmp_path):
+    """KALE right on 20 more of 150 items than SFT, both seeds, never the reverse: +13.3 points, exact
+    p = 2 / 2**20, an interval that excludes 0; rows and steps per arm from the train manifests."""
+    from kale_ray.study.stats import detectable_difference, mcnemar_exact
+
+    results_dir = tmp_path / "st-template" / "results"
+    for seed in (0, 1):
+        _predictions(results_dir, f"KALE [seed {seed}]", "arc-easy", [1] * 60 + [0] * 40)
+        _predictions(results_dir, f"KALE [seed {seed}]", "absr", [1] * 20 + [0] * 30)
+        _predictions(results_dir, f"SFT [seed {seed}]", "arc-easy", [1] * 40 + [0] * 60)
+        _predictions(results_dir, f"SFT [seed {seed}]", "absr", [1] * 20 + [0] * 30)
+    for name, rows_used in (("sft-s0", 40), ("sft-s1", 40), ("ka-s0", 30), ("ka-s1", 30)):
+        (tmp_path / "st-template" / "train" / name / "manifest.json").write_text(
+            json.dumps({"counts": {"rows_in": 40, "rows_used": rows_used, "steps": rows_used // 4}}))
+    results = collect(study)
+    render(results, tmp_path / "results.md", tmp_path / "results.json", None)
+    page = (tmp_path / "results.md").read_text()
+    line = next(x for x in page.splitlines() if x.startswith("| KALE vs SFT | KALE | SFT |"))
+    assert "| 150 | 0, 1 | +13.3 [" in line and "| 20 / 0 |" in line
+    low, high = (float(v) for v in line.split("+13.3 [")[1].split("]")[0].split(", "))
+    assert 0 < low < 13.3 < high
+    assert f"| {mcnemar_exact(20, 0):.3f} |" in line or "< 0.001" in line
+    assert f"{100 * detectable_difference(150, 20 / 150):.1f}" in line
+    # acc_norm: item 0 of each benchmark flips for both arms alike, the difference is unchanged.
+    assert page.count(line) == 2 and "acc_norm:" in page
+    assert "| KALE | 0, 1 | 30 | 7 |" in page and "| SFT | 0, 1 | 40 | 10 |" in page
+    assert "Detectable difference of the design: with 150 paired items" in page
+    assert "not an interval over items" in page
+    # Rendered again from the JSON alone (no artifacts), the table is the same.
+    import shutil
+
+    again = json.loads(json.dumps(results))
+    shutil.rmtree(tmp_path / "st-template")
+    render(again, tmp_path / "again.md", tmp_path / "results.json", None)
+    assert line in (tmp_path / "again.md").read_text()
+
+
+def test_page_without_per_item_predictions_says_so(study, tmp_path):
+    render(collect(study), tmp_path / "results.md", tmp_path / "results.json", None)
+    assert "No primary contrast can be computed" in (tmp_path / "results.md").read_text()

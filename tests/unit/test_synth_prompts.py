@@ -86,6 +86,8 @@ def test_plan_follows_paths_and_policy(rows):
     assert not plan_row(found, ki=False, no_path="fallback", max_paths=4).ki  # the w/o-KI ablation
     assert plan_row(missing, ki=True, no_path="fallback", max_paths=4).base_status == "fallback"
     assert plan_row(missing, ki=True, no_path="drop", max_paths=4).base_status == "dropped"
+    assert plan_row(missing, ki=True, no_path="fallback", max_paths=4, needs_paths=True).base_status == "no_rationale"
+    assert plan_row(found, ki=False, no_path="fallback", max_paths=4, needs_paths=True).base_status == "no_rationale"
     empty_texts = {**found, "path_texts": []}
     assert plan_row(empty_texts, ki=True, no_path="drop", max_paths=4).base_status == "dropped"
 
@@ -100,17 +102,35 @@ def test_template_rationales_on_real_rows(rows):
                            generator={"backend": "template"})
     assert [r["id"] for r in out] == [r["id"] for r in table]
     for i, row in enumerate(out):
-        assert row["status"] == ("ok" if i % 2 == 0 else "fallback")
+        # Paths verbalised and nothing else: a row without paths gets no rationale, never "the answer is X".
+        assert row["status"] == ("ok" if i % 2 == 0 else "no_rationale")
         assert row["ki"] == (i % 2 == 0)
-        assert row["gold_text"].strip() in row["rationale"]
-        assert not contains_option_letter(row["rationale"], len(row["choices"]))
         if row["ki"]:
-            assert row["path_texts"][0] in row["rationale"] and "Knowledge facts" in row["prompt"]
+            assert row["rationale"] == " ".join(t + "." for t in row["path_texts"])
+            assert "answer" not in row["rationale"].lower()
+            assert not contains_option_letter(row["rationale"], len(row["choices"]))
+            assert "Knowledge facts" in row["prompt"]
+        else:
+            assert row["rationale"] is None and row["prompt"] == "" and row["tokens"] == 0
         assert json.loads(row["generator"]) == {"backend": "template"}
     again = write_rationales(table, TemplateBackend(4), ki=True, no_path="fallback", max_paths=4,
                              generator={"backend": "template"})
     assert again == out  # deterministic
     assert pa.Table.from_pylist(out, schema=output_schema(PATHS_SCHEMA)).num_rows == len(rows)
+
+
+def test_template_writes_nothing_without_paths_and_is_no_wo_ki_arm(rows):
+    """The template is a labelled control: asked for the w/o-KI ablation (paths withheld) it writes
+    nothing, and a config that asks it for KALE w/o KI fails before anything runs."""
+    from kale_ray.config import ConfigError, load_config
+
+    table = [with_paths(r, found=True) for r in rows[:3]]
+    out = write_rationales(table, TemplateBackend(4), ki=False, no_path="fallback", max_paths=4, generator={})
+    assert [r["status"] for r in out] == ["no_rationale"] * 3 and all(r["rationale"] is None for r in out)
+    for bad in (["train.methods=[sft, ka-noki]"], ["synth.ki=false"]):
+        with pytest.raises(ConfigError, match="template writer verbalises KG paths only"):
+            load_config(overrides=bad)
+    assert load_config(overrides=["train.methods=[ka-noki]", "synth.backend=hf"]).train.methods == ["ka-noki"]
 
 
 def test_dropped_rows_are_kept_and_labelled(rows):

@@ -34,6 +34,7 @@ class Backend(ABC):
 
     name: str = "backend"
     llm: bool = True  # a language model writes (its output may loop); False for the template writer
+    needs_paths: bool = False  # writes only from KG paths (the template): rows without get no rationale
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:
