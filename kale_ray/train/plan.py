@@ -137,7 +137,10 @@ def make_plan(shape: ModelShape, tc: TrainConfig, method: str | None = None,
     ds = tc.strategy == "deepspeed"
     ds_bf16 = ds and tc.precision == "bf16" and tc.base_dtype == "float32"  # the engine casts the module
     half = {"float32": 4, "bfloat16": 2, "float16": 2}
-    act = 2 if (tc.precision == "bf16" or tc.base_dtype != "float32") else 4
+    # bytes per activation element: bf16 under autocast or DeepSpeed's bf16; a half-precision base without
+    # autocast mixes half (residual stream, frozen projections) with float32 (norms, LoRA branches):
+    # about 3 bytes measured on SmolLM2
+    act = 2 if tc.precision == "bf16" else (3 if tc.base_dtype != "float32" else 4)
     total = shape.params()
     if tc.lora.enabled:
         trainable = shape.lora_params(tc.lora.targets, tc.lora.r)
