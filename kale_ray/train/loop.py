@@ -57,10 +57,12 @@ def zero3_load_config(tc: TrainConfig, world: int) -> Any:
     """A transformers HfDeepSpeedConfig of this run's DeepSpeed config when it is ZeRO-3, else None."""
     if tc.strategy != "deepspeed" or tc.zero_stage != 3:
         return None
+    import deepspeed
     from transformers.integrations import HfDeepSpeedConfig
 
     from kale_ray.train.deepspeed_config import deepspeed_config
 
+    deepspeed.init_distributed()  # joins the process group Ray Train started: the config checks the world size
     return HfDeepSpeedConfig(deepspeed_config(tc, world))
 
 
