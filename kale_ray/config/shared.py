@@ -30,6 +30,9 @@ class ModelConfig(Section):
         None, description="Where prepared checkpoints go (default: $KALE_CACHE or ~/.cache/kale-ray).")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="Weights' dtype; bfloat16 on GPUs, float32 on CPUs.")
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa", description="Attention kernel of transformers: sdpa (default), eager, or flash_attention_2 "
+                            "(needs the flash-attn package and a GPU).")
 
 
 class BenchmarkSplit(Section):

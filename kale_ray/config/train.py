@@ -7,9 +7,10 @@ the trainer. The old flat keys are listed in `kale_ray.config.RENAMED`, whose er
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kale_ray.methods import TrainedMethod, TrainerMethod
 
@@ -101,3 +102,35 @@ class TrainConfig(_Section):
     log_every: int = Field(1, ge=1, description="Optimizer steps between metric lines.")
     shuffle: bool = Field(True, description="Shuffle the training rows once (seeded by the global seed) before sharding.")
     export: bool = Field(True, description="Write final/ (plain checkpoint, LoRA merged) and adapter/ after training.")
+    # Memory levers (docs/stages/train.md, "Fitting a large model"); `kale-ray train plan` prices them.
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute each decoder layer's activations in the backward pass (keeps only the layer "
+                           "inputs); turns train.ka.share_prefix off, whose prefix cache it cannot keep.")
+    base_dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Dtype of the frozen base weights under LoRA; the adapters and their optimizer "
+                               "states stay float32 (full fine-tuning: use train.precision).")
+    offload_optimizer: bool = Field(
+        False, description="DeepSpeed ZeRO: keep optimizer states (and the step) in CPU memory (needs zero_stage >= 1).")
+    offload_params: bool = Field(
+        False, description="DeepSpeed ZeRO-3: keep the partitioned parameters in CPU memory between uses.")
+    deepspeed_config: Path | None = Field(
+        None, description="A DeepSpeed JSON merged under ours: its keys win, except batch sizes, accumulation, "
+                          "precision and the ZeRO stage, which the trainer sets (overrides are logged).")
+    gpu_memory_gb: float | None = Field(
+        None, gt=0, description="Memory of one GPU in GB, what `kale-ray train plan` checks the plan against.")
+
+    @model_validator(mode="after")
+    def _levers_fit_the_strategy(self) -> TrainConfig:
+        deepspeed_only = {"offload_optimizer": self.offload_optimizer, "offload_params": self.offload_params,
+                          "deepspeed_config": self.deepspeed_config is not None}
+        used = [k for k, on in deepspeed_only.items() if on]
+        if self.strategy != "deepspeed" and used:
+            raise ValueError(f"{', '.join(used)} need train.strategy=deepspeed")
+        if self.offload_optimizer and self.zero_stage < 1:
+            raise ValueError("offload_optimizer needs train.zero_stage >= 1")
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError("offload_params needs train.zero_stage=3")
+        if self.base_dtype != "float32" and not self.lora.enabled:
+            raise ValueError("base_dtype applies to the frozen base under LoRA; full fine-tuning sets its "
+                             "dtype with train.precision")
+        return self

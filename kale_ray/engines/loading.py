@@ -69,18 +69,31 @@ def pick_device(device: str = "auto") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def check_attn_implementation(name: str | None) -> None:
+    """flash_attention_2 only where its package is installed: a clear error here, not transformers' deep one."""
+    import importlib.util
+
+    if name == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise ValueError("model.attn_implementation=flash_attention_2 needs the flash-attn package on the "
+                         "workers (pip install flash-attn, CUDA only); use sdpa (the default) otherwise")
+
+
 def load_causal_lm(spec: str | Path | Checkpoint, *, dtype: str = "auto", device: str | None = None,
                    adapters: Mapping[str, str] | None = None, trainable: bool = False,
-                   cache_dir: Path | None = None) -> Any:
+                   cache_dir: Path | None = None, attn_implementation: str | None = None) -> Any:
     """The model of `spec` (with `adapters`, name -> directory, as one peft model whose first adapter
     is active: a bare adapter directory's own comes first), in `dtype`, moved to `device` ("auto": GPU if any; None: where transformers put it).
     Not `trainable`: eval mode and no gradients, for scoring and generating. `trainable`: gradients on
     and loaded adapters trainable, the mode left as transformers leaves it (eval: the base's dropout
-    off, as training has always run); new LoRA layers for training are the trainer's business."""
+    off, as training has always run); new LoRA layers for training are the trainer's business.
+    `attn_implementation` (sdpa, eager, flash_attention_2; None: transformers' choice) picks the kernel.
+    Under a live ZeRO-3 `HfDeepSpeedConfig` transformers loads the weights partitioned (zero.Init)."""
     from transformers import AutoModelForCausalLM
 
+    check_attn_implementation(attn_implementation)
     ckpt = resolve_checkpoint(spec, adapters, cache_dir)
-    model = AutoModelForCausalLM.from_pretrained(ckpt.base, dtype=torch_dtype(dtype))
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    model = AutoModelForCausalLM.from_pretrained(ckpt.base, dtype=torch_dtype(dtype), **extra)
     if ckpt.adapters:
         from peft import PeftModel
 

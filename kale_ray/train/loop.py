@@ -19,21 +19,134 @@ from kale_ray.config.train import TrainConfig
 from kale_ray.train.checkpoint import EXPORT_DIR, TrainState, checkpoint_dir_name, read_state, write_state
 
 
-def build_model(path: str, tc: TrainConfig, trainable: bool = True) -> Any:
+def build_model(path: str, tc: TrainConfig, trainable: bool = True, *, attn_implementation: str | None = None,
+                world: int = 1) -> Any:
+    """The model a worker trains (or, not `trainable`, the frozen target copy) with the memory levers of
+    `tc` applied: a lower-precision LoRA base (`base_dtype`), a ZeRO-3 partitioned load (every rank
+    reads only its shard: transformers' from_pretrained runs under deepspeed.zero.Init while a ZeRO-3
+    `HfDeepSpeedConfig` is alive; the object is kept on the model for the run), and gradient
+    checkpointing. The frozen copy is loaded whole: no engine owns it, so it cannot be partitioned."""
     from kale_ray.engines.loading import load_causal_lm
 
-    dtype = "bfloat16" if (tc.precision == "bf16" and not trainable) else "float32"
-    model = load_causal_lm(path, dtype=dtype, trainable=trainable)
-    model.config.use_cache = False
-    if not trainable:  # load_causal_lm already put it in eval mode with gradients off
+    if not trainable:
+        dtype = "bfloat16" if tc.precision == "bf16" else "float32"
+        with _zero3_load(None):  # load_causal_lm already puts it in eval mode with gradients off
+            model = load_causal_lm(path, dtype=dtype, trainable=False, attn_implementation=attn_implementation)
+        model.config.use_cache = False
         return model
+    dtype = tc.base_dtype if tc.lora.enabled else "float32"
+    hf_ds_config = zero3_load_config(tc, world)
+    with _zero3_load(hf_ds_config):
+        model = load_causal_lm(path, dtype=dtype, trainable=True, attn_implementation=attn_implementation)
+    model.config.use_cache = False
+    if tc.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     if tc.lora.enabled:
         from peft import LoraConfig, get_peft_model
 
+        # peft keeps the adapters float32 over a bfloat16/float16 base (autocast_adapter_dtype)
         model = get_peft_model(model, LoraConfig(
             r=tc.lora.r, lora_alpha=tc.lora.alpha, lora_dropout=tc.lora.dropout,
-            target_modules=tc.lora.targets, task_type="CAUSAL_LM"))
+            target_modules=tc.lora.targets, task_type="CAUSAL_LM"), autocast_adapter_dtype=True)
+    if hf_ds_config is not None:
+        model.kale_hf_deepspeed_config = hf_ds_config  # transformers holds it by weak reference only
     return model
+
+
+def zero3_load_config(tc: TrainConfig, world: int) -> Any:
+    """A transformers HfDeepSpeedConfig of this run's DeepSpeed config when it is ZeRO-3, else None."""
+    if tc.strategy != "deepspeed" or tc.zero_stage != 3:
+        return None
+    import deepspeed
+    from transformers.integrations import HfDeepSpeedConfig
+
+    from kale_ray.train.deepspeed_config import deepspeed_config
+
+    deepspeed.init_distributed()  # joins the process group Ray Train started: the config checks the world size
+    return HfDeepSpeedConfig(deepspeed_config(tc, world))
+
+
+class _zero3_load:  # noqa: N801 (a context manager used like a function)
+    """ZeRO-3 partitioned loading on (with an HfDeepSpeedConfig) or off (None) inside the block: off for
+    the frozen copy, which must load whole even while the trained model's ZeRO-3 config is alive."""
+
+    def __init__(self, hf_ds_config: Any) -> None:
+        self.config = hf_ds_config
+
+    def __enter__(self) -> None:
+        from transformers.integrations import deepspeed as hf_ds
+
+        self.saved = hf_ds._hf_deepspeed_config_weak_ref
+        if self.config is None:
+            hf_ds.unset_hf_deepspeed_config()
+        else:
+            hf_ds.set_hf_deepspeed_config(self.config)
+
+    def __exit__(self, *exc: object) -> None:
+        from transformers.integrations import deepspeed as hf_ds
+
+        hf_ds._hf_deepspeed_config_weak_ref = self.saved
+
+
+def enable_gradient_checkpointing(model: Any) -> None:
+    """Checkpoint every decoder layer (non-reentrant torch checkpointing). transformers checkpoints a layer
+    only while it is in training mode, and the trainer runs the model in eval mode (dropout off, as it
+    always has): so the decoder layers alone are flagged as training; their submodules stay in eval mode.
+    transformers also hooks the input embeddings to require grad, which a LoRA model (a frozen embedding
+    under checkpointed layers) needs."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if not layers:
+        raise ValueError(f"train.gradient_checkpointing: {type(model).__name__} has no checkpointable layers")
+    for layer in layers:
+        layer.training = True  # this module only: not .train(), which would switch dropout on below it
+
+
+MEMORY_DIR = "memory"  # <run>/memory/rank-N.json: each worker's parameters and peak memory
+
+
+def parameter_counts(model: Any) -> dict[str, int]:
+    """Elements of the whole model and of what this rank holds (a ZeRO-3 parameter holds its partition
+    in `ds_tensor` and reports the full size as `ds_numel`)."""
+    total = local = trainable = 0
+    for param in model.parameters():
+        full = int(getattr(param, "ds_numel", param.numel()))
+        total += full
+        local += int(param.ds_tensor.numel()) if hasattr(param, "ds_tensor") else int(param.numel())
+        trainable += full if param.requires_grad else 0
+    return {"total": total, "local": local, "trainable": trainable}
+
+
+def peak_memory_bytes(device: Any) -> int:
+    """The process's peak resident memory (CPU) or the device's peak allocation (CUDA)."""
+    if device.type == "cuda":
+        import torch
+
+        return int(torch.cuda.max_memory_allocated(device))
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def write_memory_report(run_dir: Path, rank: int, model: Any, device: Any) -> None:
+    import json
+
+    out = run_dir / MEMORY_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"rank": rank, "params": parameter_counts(model), "peak_bytes": peak_memory_bytes(device),
+              "device": device.type}
+    (out / f"rank-{rank}.json").write_text(json.dumps(record))
+
+
+def lever_notes(tc: TrainConfig, method: str) -> list[str]:
+    """What a lever changes in how the run trains, said once at its start."""
+    notes = []
+    if tc.gradient_checkpointing and method == "ka" and tc.ka.share_prefix and tc.ka.target == "live":
+        notes.append("gradient checkpointing keeps no key/value cache, so the target view takes its full "
+                     "no-grad pass (train.ka.share_prefix has no effect)")
+    return notes
 
 
 def _to(inputs: dict[str, Any], device: Any) -> dict[str, Any]:
@@ -103,7 +216,8 @@ def train_step(window: list[dict[str, Any]], *, method: str, tc: TrainConfig, ru
 
     started = time.monotonic()
     on = device if device.type == "cuda" else None  # gloo reduces CPU tensors
-    share = method == "ka" and tc.ka.share_prefix and frozen is None  # a frozen target has other weights
+    # a frozen target has other weights; a checkpointed layer keeps no cache (see train.gradient_checkpointing)
+    share = method == "ka" and tc.ka.share_prefix and frozen is None and not tc.gradient_checkpointing
     batches = [collate(b, pad_id, with_target=method == "ka", share_prefix=share) for b in window]
     answer_tokens = global_sum(sum(int(b["answer_mask"].sum()) for b in batches), on)
     lr = runner.lr()
@@ -152,7 +266,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import torch
 
-    from kale_ray.train.runners import make_runner
+    from kale_ray.train.runners import make_runner, prepare_deepspeed
 
     tc = TrainConfig.model_validate(config["train"])
     method, run_dir = config["method"], Path(config["run_dir"])
@@ -165,11 +279,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # and the trained weights would differ between machines with different core counts).
     torch.set_num_threads(max(1, int(tc.cpus_per_worker)))
     torch.manual_seed(config["seed"])
-    model = build_model(config["model_path"], tc)
+    if tc.strategy == "deepspeed":
+        prepare_deepspeed()  # before a ZeRO-3 load, whose zero.Init joins DeepSpeed's process group
+    attn = config.get("attn_implementation")
+    model = build_model(config["model_path"], tc, attn_implementation=attn, world=world)
     frozen = None
     if method == "ka" and tc.ka.target == "frozen":
-        frozen = build_model(config["model_path"], tc, trainable=False).to(device)
+        frozen = build_model(config["model_path"], tc, trainable=False, attn_implementation=attn).to(device)
     runner = make_runner(model, tc, total_steps, world, device)
+    if rank == 0:
+        for note in runner.notes + lever_notes(tc, method):
+            print(f"train[{method}]: {note}", flush=True)
 
     state = TrainState(total_steps=total_steps, steps_per_epoch=steps_per_epoch)
     resumed_from = None
@@ -227,5 +347,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if state.step == before:
             raise RuntimeError(f"worker {rank}: its data shard did not fill one optimizer step")
     save(True, {k: record.get(k, 0.0) for k in ("step", "loss")} | {"step": state.step})
+    write_memory_report(run_dir, rank, runner.module, device)
     if logger:
         logger.close()

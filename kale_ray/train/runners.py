@@ -39,42 +39,71 @@ def lr_lambda(tc: TrainConfig, total_steps: int):  # noqa: ANN201
     return factor
 
 
-def _optimizer(model: Any, tc: TrainConfig, total_steps: int) -> tuple[Any, Any]:
+def _optimizer(model: Any, tc: TrainConfig, total_steps: int, cpu_adam: bool = False) -> tuple[Any, Any]:
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=tc.optim.lr, weight_decay=tc.optim.weight_decay)
+    if cpu_adam:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        optimizer = DeepSpeedCPUAdam(params, lr=tc.optim.lr, weight_decay=tc.optim.weight_decay, adamw_mode=True)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=tc.optim.lr, weight_decay=tc.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tc, total_steps))
     return optimizer, scheduler
 
 
-def deepspeed_config(tc: TrainConfig, world: int) -> dict[str, Any]:
-    return {
-        "train_micro_batch_size_per_gpu": tc.micro_batch_size,
-        "gradient_accumulation_steps": tc.grad_accum,
-        "train_batch_size": tc.micro_batch_size * tc.grad_accum * world,
-        "gradient_clipping": tc.optim.max_grad_norm,
-        "zero_optimization": {"stage": tc.zero_stage},
-        "bf16": {"enabled": tc.precision == "bf16"},
-        "zero_allow_untested_optimizer": True,
-        "steps_per_print": 1 << 30,
-        "wall_clock_breakdown": False,
-    }
+def prepare_deepspeed() -> None:
+    """On CPU, DeepSpeed's init_distributed JIT-builds a shared-memory op for 25-70 s; gloo does not need it.
+    Called before anything joins DeepSpeed's process group (a ZeRO-3 load, deepspeed.initialize)."""
+    importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
+
+
+def cpu_adam_available() -> tuple[bool, str]:
+    """Whether DeepSpeed's CPU Adam op loads (prebuilt or JIT-compiled: needs a C++ compiler and ninja)."""
+    try:
+        from deepspeed.ops.op_builder import CPUAdamBuilder
+
+        CPUAdamBuilder().load(verbose=False)
+    except Exception as err:  # noqa: BLE001 (any build failure means: use torch's AdamW)
+        return False, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    return True, ""
+
+
+def offloads_optimizer(config: dict[str, Any]) -> bool:
+    offload = config.get("zero_optimization", {}).get("offload_optimizer") or {}
+    return offload.get("device") in ("cpu", "nvme")
 
 
 class DeepSpeedRunner:
-    """A DeepSpeed engine with torch's AdamW as the client optimizer (FusedAdam would JIT-compile)."""
+    """A DeepSpeed engine with torch's AdamW as the client optimizer (FusedAdam would JIT-compile). With
+    the optimizer offloaded to CPU on GPU workers, DeepSpeed's CPU Adam (its op JIT-compiles once per node,
+    about 3 CPU-minutes) or, if it does not build, torch's AdamW stepping the CPU copies
+    (`zero_force_ds_cpu_optimizer: false`; slower, same update). CPU-only workers take torch's AdamW."""
 
     def __init__(self, model: Any, tc: TrainConfig, total_steps: int, world: int) -> None:
-        # On CPU, init_distributed JIT-builds a shared-memory op for 25-70 s; gloo does not need it.
-        importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
+        prepare_deepspeed()
         import deepspeed
 
-        optimizer, scheduler = _optimizer(model, tc, total_steps)
-        self.tc = tc
+        from kale_ray.train.deepspeed_config import deepspeed_bf16, deepspeed_config
+
+        config = deepspeed_config(tc, world, log=True)
+        self.notes: list[str] = []
+        cpu_adam = False
+        if offloads_optimizer(config):
+            # CPU-only workers: the op would JIT-compile for minutes to speed up a step that is CPU-bound anyway
+            cpu_adam, why = cpu_adam_available() if tc.use_gpu else (False, "not tried on CPU-only workers")
+            if not cpu_adam:
+                config["zero_force_ds_cpu_optimizer"] = False
+                self.notes.append(f"optimizer offloaded to CPU, stepped by torch's AdamW instead of DeepSpeed's "
+                                  f"CPU Adam ({why})")
+        optimizer, scheduler = _optimizer(model, tc, total_steps, cpu_adam=cpu_adam)
+        self.tc, self.config = tc, config
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(tc, world))
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config)
         self.loss_scale = float(world)
+        self.device_type = self.engine.device.type if hasattr(self.engine.device, "type") else "cpu"
+        self.mixed = tc.precision == "bf16" and not deepspeed_bf16(tc)
 
     @property
     def module(self) -> Any:
@@ -84,7 +113,13 @@ class DeepSpeedRunner:
         return self.engine(**inputs)
 
     def autocast(self) -> Any:
-        return contextlib.nullcontext()  # DeepSpeed's bf16 mode casts the module itself
+        """DeepSpeed's bf16 mode casts the module itself; over a bf16/fp16 LoRA base (fp32 adapters) it is
+        off and the forward autocasts instead."""
+        if not self.mixed:
+            return contextlib.nullcontext()
+        import torch
+
+        return torch.autocast(self.device_type, dtype=torch.bfloat16)
 
     def backward(self, loss: Any, last: bool) -> None:
         self.engine.backward(loss, scale_wrt_gas=False)
@@ -123,6 +158,7 @@ class DDPRunner:
         from torch.nn.parallel import DistributedDataParallel
 
         self.tc, self.device = tc, device
+        self.notes: list[str] = []
         model.to(device)
         self.model = model
         self.wrapped = model
@@ -189,4 +225,6 @@ class DDPRunner:
 def make_runner(model: Any, tc: TrainConfig, total_steps: int, world: int, device: Any) -> Any:
     if tc.strategy == "ddp":
         return DDPRunner(model, tc, total_steps, world, device)
-    return DeepSpeedRunner(model.to(device), tc, total_steps, world)
+    if tc.zero_stage != 3:  # ZeRO-3 parameters already sit where DeepSpeed put their partitions
+        model = model.to(device)
+    return DeepSpeedRunner(model, tc, total_steps, world)

@@ -125,7 +125,7 @@ def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = No
     loop_config = {"train": tc.model_dump(mode="json"), "method": method, "run_dir": str(out.resolve()),
                    "model_path": model_path, "pad_id": int(pad_id), "seed": cfg.seed,
                    "use_gpu": tc.use_gpu, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
-                   "export": tc.export}
+                   "export": tc.export, "attn_implementation": cfg.model.attn_implementation}
     try:
         result = build_trainer(tc, out, dataset, loop_config).fit()
         if result.error is not None:
