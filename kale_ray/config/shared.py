@@ -48,3 +48,6 @@ class DataConfig(Section):
     def benchmarks(self) -> list[str]:
         return [self.benchmark] if isinstance(self.benchmark, str) else list(self.benchmark)
     strict: bool = Field(False, description="Fail on the first malformed row instead of counting it.")
+    chat_template: bool = Field(
+        False, description="Train and score through the model's chat template (an instruct model: what "
+                           "/v1/chat/completions sends); false: the plain cloze format (docs/method.md).")

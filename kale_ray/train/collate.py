@@ -199,7 +199,8 @@ def collate(batch: dict[str, Any], pad_id: int, with_target: bool, share_prefix:
 
     labels[:, j] is predicted by logits[:, -A-1+j] of either view (see `answer_logits`). With
     `share_prefix`, `shared` holds the target view as a continuation of the student's cache
-    (`shared_target_view`; None when no row shares a prefix).
+    (`shared_target_view`; None when no row shares a prefix). Rows carrying a cached target
+    (`target_cache.CACHE_COLUMNS`) get `cached`: its ids, log q and rest, [B, A, k] and [B, A].
     """
     import torch
 
@@ -212,12 +213,34 @@ def collate(batch: dict[str, Any], pad_id: int, with_target: bool, share_prefix:
     for i, n in enumerate(answer_len):
         mask[i, span - n:] = True
     result = {"student": student, "labels": labels, "answer_mask": mask, "span": span}
+    if "topk_ids" in batch:
+        result["cached"] = cached_target(batch, answer_len, span)
     if with_target:
         targets = [list(map(int, s)) for s in batch["target_ids"]]
         result["target"] = left_pad(targets, pad_id)
         if share_prefix:
             result["shared"] = shared_target_view(students, targets, answer_len, pad_id)
     return result
+
+
+def cached_target(batch: dict[str, Any], answer_len: list[int], span: int) -> dict[str, Any]:
+    """The cached q of each row, right-aligned on the answer span like `answer_logits`. Positions
+    before a short answer get a uniform q over the k+1 bins: finite, and masked out of the loss."""
+    import numpy as np
+    import torch
+
+    rows = [(np.stack(list(i)), np.stack(list(t)), np.asarray(r)) for i, t, r in
+            zip(batch["topk_ids"], batch["topk_logprobs"], batch["rest_logprob"], strict=True)]
+    k = rows[0][0].shape[-1]
+    uniform = -float(np.log(k + 1))
+    ids = torch.zeros((len(rows), span, k), dtype=torch.long)
+    top = torch.full((len(rows), span, k), uniform)
+    rest = torch.full((len(rows), span), uniform)
+    for b, ((i, t, r), n) in enumerate(zip(rows, answer_len, strict=True)):
+        ids[b, span - n:] = torch.as_tensor(i, dtype=torch.long)
+        top[b, span - n:] = torch.as_tensor(t, dtype=torch.float32)
+        rest[b, span - n:] = torch.as_tensor(r, dtype=torch.float32)
+    return {"ids": ids, "top": top, "rest": rest}
 
 
 def answer_logits(logits: Any, span: int) -> Any:

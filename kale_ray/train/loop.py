@@ -3,7 +3,8 @@
 Per optimizer step a worker takes `grad_accum` micro-batches of its dataset shard, all-reduces their
 answer-token count, and divides every micro-batch's loss sum by that GLOBAL count (times the world
 size, which the data-parallel averaging divides out again). The target view of `ka` runs under
-no-grad: through the same model (`live`) or a frozen copy of the initial one (`frozen`).
+no-grad: through the same model (`live`), the initial model (`frozen`: adapters off, or a copy under
+full fine-tuning; targets.py), or not at all (`cached`: the batch carries q's top-k; target_cache.py).
 Heavy imports (torch, transformers, peft, deepspeed) happen here, inside the worker.
 """
 
@@ -38,6 +39,10 @@ def build_model(path: str, tc: TrainConfig, trainable: bool = True) -> Any:
 
 def _to(inputs: dict[str, Any], device: Any) -> dict[str, Any]:
     return {k: v.to(device) for k, v in inputs.items()}
+
+
+def _to_tuple(cached: dict[str, Any], device: Any) -> tuple[Any, Any, Any]:
+    return cached["ids"].to(device), cached["top"].to(device), cached["rest"].to(device)
 
 
 class StepLogger:
@@ -103,8 +108,9 @@ def train_step(window: list[dict[str, Any]], *, method: str, tc: TrainConfig, ru
 
     started = time.monotonic()
     on = device if device.type == "cuda" else None  # gloo reduces CPU tensors
-    share = method == "ka" and tc.ka.share_prefix and frozen is None  # a frozen target has other weights
-    batches = [collate(b, pad_id, with_target=method == "ka", share_prefix=share) for b in window]
+    cached = method == "ka" and tc.ka.target == "cached"  # q's top-k comes with the rows
+    share = method == "ka" and tc.ka.share_prefix and frozen is None and not cached  # a frozen q has other weights
+    batches = [collate(b, pad_id, with_target=method == "ka" and not cached, share_prefix=share) for b in window]
     answer_tokens = global_sum(sum(int(b["answer_mask"].sum()) for b in batches), on)
     lr = runner.lr()
     sums = torch.zeros(3, dtype=torch.float64)
@@ -114,7 +120,8 @@ def train_step(window: list[dict[str, Any]], *, method: str, tc: TrainConfig, ru
         labels, mask = batch["labels"].to(device), batch["answer_mask"].to(device)
         target_logits = None
         shared = batch.get("shared")
-        if method == "ka" and shared is None:
+        target_topk = _to_tuple(batch["cached"], device) if cached else None
+        if method == "ka" and shared is None and not cached:
             seen += int(batch["target"]["attention_mask"].sum())
             with torch.no_grad(), runner.autocast():
                 teacher = frozen if frozen is not None else runner.module
@@ -130,7 +137,7 @@ def train_step(window: list[dict[str, Any]], *, method: str, tc: TrainConfig, ru
                 target_logits = shared_target_logits(runner.module, out.past_key_values, shared, span, device)
         part = method_sums(method, answer_logits(out.logits, span), labels, mask, target_logits,
                            direction=tc.ka.direction, temperature=tc.ka.temperature, beta=tc.ka.jsd_beta,
-                           ce_weight=tc.ka.ce_weight)
+                           ce_weight=tc.ka.ce_weight, target_topk=target_topk)
         runner.backward(part.loss / answer_tokens * runner.loss_scale, last=k == len(batches) - 1)
         sums += torch.tensor([float(part.loss.detach()), float(part.kl), float(part.ce)], dtype=torch.float64)
     runner.step()
@@ -153,6 +160,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import torch
 
     from kale_ray.train.runners import make_runner
+    from kale_ray.train.targets import frozen_target
 
     tc = TrainConfig.model_validate(config["train"])
     method, run_dir = config["method"], Path(config["run_dir"])
@@ -163,10 +171,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     torch.manual_seed(config["seed"])
     model = build_model(config["model_path"], tc)
-    frozen = None
-    if method == "ka" and tc.ka.target == "frozen":
-        frozen = build_model(config["model_path"], tc, trainable=False).to(device)
     runner = make_runner(model, tc, total_steps, world, device)
+    frozen = frozen_target(method, tc, config["model_path"], runner, device)
 
     state = TrainState(total_steps=total_steps, steps_per_epoch=steps_per_epoch)
     resumed_from = None

@@ -114,10 +114,15 @@ def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = No
 
     from kale_ray.train.trainer import build_trainer
 
+    cache_dir = None
+    if method == "ka" and tc.ka.target == "cached":  # q computed once, shared by every run with this target
+        from kale_ray.train.target_cache import attach_cache, ensure_target_cache
+
+        cache_dir = ensure_target_cache(cfg, tc, tokens, model_path, int(pad_id))
     # From the driver's table into the object store: small next to the model, readable by workers on
     # any node (a local path is not), and each epoch's split starts without read tasks competing with
     # the workers for CPUs.
-    dataset = ray.data.from_arrow(tokens)
+    dataset = ray.data.from_arrow(tokens if cache_dir is None else attach_cache(tokens, cache_dir))
     loop_config = {"train": tc.model_dump(mode="json"), "method": method, "run_dir": str(out.resolve()),
                    "model_path": model_path, "pad_id": int(pad_id), "seed": cfg.seed,
                    "use_gpu": tc.use_gpu, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
@@ -151,7 +156,8 @@ def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = No
     files = sorted(f for d in hashed for f in d.rglob("*") if f.is_file())
     files += [out / TOKENS, out / "loss.png"]
     Manifest(stage="train", config_hash=key, config=tc.model_dump(mode="json"),
-             inputs={"method": method, "data_dir": str(data_dir), "model": model_path},
+             inputs={"method": method, "data_dir": str(data_dir), "model": model_path,
+                     **({"target_cache": str(cache_dir)} if cache_dir else {})},
              counts={**report.as_dict(), "steps": total_steps, "steps_per_epoch": steps_per_epoch},
              extra={"seconds": round(seconds, 2), "written": written,
                     "checkpoint": result.checkpoint.path, "storage": str(out / STORAGE_NAME),
