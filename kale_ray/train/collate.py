@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from kale_ray.data.format import answer_text, prompt_text
+from kale_ray.data.format import CLOZE, PromptFormat
 from kale_ray.methods import TRAINER_METHODS
 
 TRAINABLE_STATUS = ("ok", "fallback")
@@ -52,12 +52,12 @@ class AnswerTooLong(ValueError):
 
 
 def encode_view(tokenizer: Any, question: str, answer_ids: list[int], max_length: int,
-                rationale: str | None = None) -> View:
+                rationale: str | None = None, fmt: PromptFormat = CLOZE) -> View:
     """prompt (+ rationale) + answer in at most max_length tokens, cutting the rationale first."""
     budget = max_length - len(answer_ids)
     if budget < 1:
         raise AnswerTooLong(f"answer has {len(answer_ids)} tokens, max_length is {max_length}")
-    prompt = prompt_text(question, rationale)
+    prompt = fmt.prompt(question, rationale)
     enc = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = list(enc["input_ids"])
     view = View(ids)
@@ -76,8 +76,10 @@ def encode_view(tokenizer: Any, question: str, answer_ids: list[int], max_length
     return view
 
 
-def tokenize_rows(tokenizer: Any, table: pa.Table, method: str, max_length: int) -> tuple[pa.Table, TokenReport]:
-    """Rows (SCHEMA columns, plus `rationale`/`status` for ka and ce-rationale) -> TOKEN_SCHEMA rows.
+def tokenize_rows(tokenizer: Any, table: pa.Table, method: str, max_length: int,
+                  fmt: PromptFormat = CLOZE) -> tuple[pa.Table, TokenReport]:
+    """Rows (SCHEMA columns, plus `rationale`/`status` for ka and ce-rationale) -> TOKEN_SCHEMA rows,
+    in `fmt`'s format (the cloze one, or the model's chat template: data/format.py).
 
     sft: question -> answer. ka: student = question -> answer, target = question + rationale -> answer.
     ce-rationale (the w/o-KA ablation): CE on the answer given the with-rationale prompt.
@@ -98,16 +100,16 @@ def tokenize_rows(tokenizer: Any, table: pa.Table, method: str, max_length: int)
             if not rationale or not str(rationale).strip():
                 report.counts["skipped_no_rationale"] += 1
                 continue
-        answer_ids = list(tokenizer(answer_text(row["gold_text"]), add_special_tokens=False)["input_ids"])
+        answer_ids = list(tokenizer(fmt.answer(row["gold_text"]), add_special_tokens=False)["input_ids"])
         if not answer_ids:
             report.counts["skipped_empty_answer"] += 1
             continue
         try:
             if method == "ka":
-                student = encode_view(tokenizer, row["question"], answer_ids, max_length)
-                target = encode_view(tokenizer, row["question"], answer_ids, max_length, rationale)
+                student = encode_view(tokenizer, row["question"], answer_ids, max_length, fmt=fmt)
+                target = encode_view(tokenizer, row["question"], answer_ids, max_length, rationale, fmt)
             else:
-                student = encode_view(tokenizer, row["question"], answer_ids, max_length, rationale)
+                student = encode_view(tokenizer, row["question"], answer_ids, max_length, rationale, fmt)
                 target = None
         except AnswerTooLong:
             report.counts["dropped_answer_too_long"] += 1

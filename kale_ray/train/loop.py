@@ -46,26 +46,26 @@ def _to_tuple(cached: dict[str, Any], device: Any) -> tuple[Any, Any, Any]:
 
 
 class StepLogger:
-    """Rank 0's metrics.jsonl, TensorBoard events and progress lines."""
+    """Rank 0's metrics.jsonl, experiment trackers (train.report_to; tracking.py) and progress lines."""
 
-    def __init__(self, run_dir: Path, method: str, total_steps: int, start_step: int) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
+    def __init__(self, run_dir: Path, method: str, total_steps: int, start_step: int, tc: TrainConfig | None = None,
+                 names: tuple[str, str] = ("kale-ray", "train")) -> None:
         from kale_ray.progress import MetricsWriter
+        from kale_ray.train.tracking import open_trackers
 
         self.metrics = MetricsWriter(run_dir / "metrics.jsonl")
-        self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        self.trackers = open_trackers(run_dir, tc or TrainConfig(method=method), *names)
         self.method, self.total, self.start_step = method, total_steps, start_step
         self.start = time.monotonic()
 
     def log(self, record: dict[str, Any]) -> None:
         from kale_ray.progress import format_seconds
+        from kale_ray.train.tracking import SCALARS
 
         self.metrics.write(record)
         step = record["step"]
-        for key in ("loss", "kl", "ce", "tokens_per_s", "lr"):
-            self.tb.add_scalar(f"train/{key}", record[key], step)
-        self.tb.flush()
+        for tracker in self.trackers:
+            tracker.log({key: record[key] for key in SCALARS}, step)
         done = step - self.start_step
         eta = (time.monotonic() - self.start) / max(done, 1) * (self.total - step)
         print(f"train[{self.method}]: step {step}/{self.total} loss {record['loss']:.4f} kl {record['kl']:.4f} "
@@ -73,7 +73,8 @@ class StepLogger:
               f"ETA {format_seconds(eta)}", flush=True)
 
     def close(self) -> None:
-        self.tb.close()
+        for tracker in self.trackers:
+            tracker.close()
 
 
 def prefix_cache(past: Any, rows: Any, cols: Any) -> Any:
@@ -172,7 +173,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.manual_seed(config["seed"])
     model = build_model(config["model_path"], tc)
     runner = make_runner(model, tc, total_steps, world, device)
-    frozen = frozen_target(method, tc, config["model_path"], runner, device)
+    frozen = frozen_target(method, tc, runner,
+                           lambda: build_model(config["model_path"], tc, trainable=False).to(device))
 
     state = TrainState(total_steps=total_steps, steps_per_epoch=steps_per_epoch)
     resumed_from = None
@@ -184,7 +186,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         state.step, state.attempt, resumed_from = saved.step, saved.attempt + 1, saved.step
         if rank == 0:
             print(f"train[{method}]: resumed from the checkpoint of step {saved.step}", flush=True)
-    logger = StepLogger(run_dir, method, total_steps, state.step) if rank == 0 else None
+    names = (config.get("experiment", "kale-ray"), config.get("run_label", run_dir.name))
+    logger = StepLogger(run_dir, method, total_steps, state.step, tc, names) if rank == 0 else None
 
     def save(final: bool, metrics: dict[str, Any]) -> None:
         state.final = final

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from kale_ray.artifacts import Manifest, atomic_write_json, atomic_write_parquet, is_complete, read_parts
 from kale_ray.config import ConfigError
+from kale_ray.data.format import PromptFormat
 from kale_ray.methods import TRAINER_METHODS
 from kale_ray.train.collate import tokenize_rows
 from kale_ray.train.trainer import STORAGE_NAME
@@ -66,7 +67,8 @@ def _run_key(cfg: Any, method: str, data_dir: Path) -> str:
     source = Manifest.read(data_dir)
     inputs = {"method": method, "data": str(Path(data_dir).resolve()),
               "data_hash": source.config_hash if source else None,
-              "data_files": source.files if source else None}
+              "data_files": source.files if source else None,
+              **({"chat_template": True} if cfg.data.chat_template else {})}
     import hashlib
 
     base = cfg.section_hash("train", "model", "seed")
@@ -82,6 +84,9 @@ def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = No
     tc = cfg.train.model_copy(update={"method": method})
     out = Path(out or cfg.stage_dir("train") / method)
     rows = read_training_rows(method, Path(data_dir))  # bad input fails before anything is written
+    from kale_ray.train.tracking import check_trackers
+
+    check_trackers(tc.report_to)
     key = _run_key(cfg, method, Path(data_dir))
     if is_complete(out, key):
         print(f"train[{method}]: {out} is complete for this config, skipping", flush=True)
@@ -99,7 +104,8 @@ def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = No
 
     tokenizer = load_tokenizer(model_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    tokens, report = tokenize_rows(tokenizer, rows, method, tc.max_length)
+    fmt = PromptFormat(tokenizer, cfg.data.chat_template)  # the chat template of the trained model itself
+    tokens, report = tokenize_rows(tokenizer, rows, method, tc.max_length, fmt)
     if tc.shuffle:
         tokens = _shuffled(tokens, cfg.seed)
     atomic_write_parquet(out / TOKENS, tokens)
@@ -126,7 +132,7 @@ def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = No
     loop_config = {"train": tc.model_dump(mode="json"), "method": method, "run_dir": str(out.resolve()),
                    "model_path": model_path, "pad_id": int(pad_id), "seed": cfg.seed,
                    "use_gpu": tc.use_gpu, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
-                   "export": tc.export}
+                   "export": tc.export, "experiment": cfg.run_name, "run_label": out.name}
     try:
         result = build_trainer(tc, out, dataset, loop_config).fit()
         if result.error is not None:

@@ -127,7 +127,7 @@ def _run_actors(cfg: Any, tc: TrainConfig, todo: pa.Table, model_path: str, pad_
 
     init_ray(cfg.ray)
     size = tc.micro_batch_size
-    block = size * 8  # rows per part file
+    block = size * 4  # rows per part file
     blocks = [todo.slice(i, block) for i in range(0, todo.num_rows, block)]
     ds = ray.data.from_arrow(blocks).map_batches(
         TargetCacheActor, batch_size=block, batch_format="pyarrow",

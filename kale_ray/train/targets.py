@@ -8,6 +8,7 @@ initial model (a second model in memory; `train.ka.target=cached` avoids both, s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from kale_ray.config.train import TrainConfig
@@ -30,12 +31,11 @@ class AdaptersOff:
             return module(**inputs)
 
 
-def frozen_target(method: str, tc: TrainConfig, model_path: str, runner: Any, device: Any) -> Any:
-    """The frozen target's forward (None for a live or cached target, or a method without one)."""
+def frozen_target(method: str, tc: TrainConfig, runner: Any, load_copy: Callable[[], Any]) -> Any:
+    """The frozen target's forward (None for a live or cached target, or a method without one);
+    `load_copy` loads the frozen copy that full fine-tuning needs (loop.build_model, trainable=False)."""
     if method != "ka" or tc.ka.target != "frozen":
         return None
     if tc.lora.enabled:
         return AdaptersOff(runner)
-    from kale_ray.train.loop import build_model
-
-    return build_model(model_path, tc, trainable=False).to(device)
+    return load_copy()

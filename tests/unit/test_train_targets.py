@@ -46,7 +46,7 @@ def _target_logits(forward, batch):
 def test_lora_frozen_target_is_the_initial_model_with_no_second_model(setup):
     path, pad, tokens = setup
     tc, runner = _runner(path, target="frozen")
-    frozen = frozen_target("ka", tc, path, runner, CPU)
+    frozen = frozen_target("ka", tc, runner, lambda: build_model(path, tc, trainable=False))
     assert isinstance(frozen, AdaptersOff) and frozen.runner is runner  # the trained module, no copy
     batch = collate(tokens.to_pydict(), pad, with_target=True)
     initial = _target_logits(load_causal_lm(path, dtype="float32"), batch)
@@ -61,10 +61,10 @@ def test_lora_frozen_target_is_the_initial_model_with_no_second_model(setup):
 def test_full_fine_tuning_keeps_a_frozen_copy(setup):
     path, _, _ = setup
     tc, runner = _runner(path, lora=False, target="frozen")
-    frozen = frozen_target("ka", tc, path, runner, CPU)
+    frozen = frozen_target("ka", tc, runner, lambda: build_model(path, tc, trainable=False))
     assert not isinstance(frozen, AdaptersOff)
     assert not any(p.requires_grad for p in frozen.parameters())
-    assert frozen_target("ka", tc.model_copy(update={"ka": KAConfig(target="cached")}), path, runner, CPU) is None
+    assert frozen_target("ka", tc.model_copy(update={"ka": KAConfig(target="cached")}), runner, list) is None
 
 
 def test_cached_target_gives_the_frozen_loss_when_k_keeps_all_but_one_token(setup):
@@ -78,7 +78,7 @@ def test_cached_target_gives_the_frozen_loss_when_k_keeps_all_but_one_token(setu
             initial = load_causal_lm(path, dtype="float32")
             cache = row_targets(initial, tokens.to_pydict(), pad, tc.ka.target_topk, tc.ka.temperature, CPU)
             rows = attach_cache(tokens, cache)
-        frozen = frozen_target("ka", tc, path, runner, CPU)
+        frozen = frozen_target("ka", tc, runner, lambda tc=tc: build_model(path, tc, trainable=False))
         losses[target] = [train_step([rows.to_pydict()], method="ka", tc=tc, runner=runner, frozen=frozen,
                                      pad_id=pad, device=CPU)["loss"] for _ in range(2)]
     assert losses["cached"] == pytest.approx(losses["frozen"], rel=1e-4)
