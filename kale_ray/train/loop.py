@@ -121,6 +121,9 @@ def train_step(window: list[dict[str, Any]], *, method: str, tc: TrainConfig, ru
         labels, mask = batch["labels"].to(device), batch["answer_mask"].to(device)
         target_logits = None
         shared = batch.get("shared")
+        if cached and "cached" not in batch:
+            raise ValueError("train.ka.target=cached, but the rows carry no cached target "
+                             "(the train stage attaches it: target_cache.attach_cache)")
         target_topk = _to_tuple(batch["cached"], device) if cached else None
         if method == "ka" and shared is None and not cached:
             seen += int(batch["target"]["attention_mask"].sum())
