@@ -89,3 +89,6 @@ class DataConfig(Section):
             values["test_fraction"] = self.test_fraction
         return values["test_fraction"], values["limit_train"], values["limit_test"]
     strict: bool = Field(False, description="Fail on the first malformed row instead of counting it.")
+    chat_template: bool = Field(
+        False, description="Train and score through the model's chat template (an instruct model: what "
+                           "/v1/chat/completions sends); false: the plain cloze format (docs/method.md).")

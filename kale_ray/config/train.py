@@ -24,14 +24,19 @@ class KAConfig(_Section):
 
     direction: Literal["reverse", "forward", "jsd"] = Field(
         "reverse", description="KL(p||q) as printed (reverse), KL(q||p) (forward) or JSD.")
-    target: Literal["live", "frozen"] = Field(
-        "live", description="q from the trained model under no-grad (live) or from a frozen copy of the initial model.")
+    target: Literal["live", "frozen", "cached"] = Field(
+        "live", description="q from the trained model under no-grad (live), from the initial model (frozen: the "
+                            "model with its LoRA adapters disabled, or a frozen copy under full fine-tuning), or "
+                            "from a precomputed top-k cache of the initial model's q (cached; docs/method.md).")
     temperature: float = Field(1.0, gt=0, description="Softmax temperature of both views in the KL.")
     ce_weight: float = Field(0.0, ge=0, description="Weight of plain CE on the answer without rationale.")
     jsd_beta: float = Field(0.5, gt=0, lt=1, description="Mixture weight of the JSD.")
     share_prefix: bool = Field(
         True, description="A live target: run the with-rationale view only over rationale + answer, on the "
                           "plain view's cached keys/values of their common prefix (exact; false: full second pass).")
+    target_topk: int = Field(
+        256, ge=1, description="A cached target: the k most likely tokens kept per answer position, the rest of "
+                              "q's mass in one bucket (the KL is taken over these k+1 bins).")
 
 
 class LoraConfig(_Section):
@@ -118,6 +123,15 @@ class TrainConfig(_Section):
                           "precision and the ZeRO stage, which the trainer sets (overrides are logged).")
     gpu_memory_gb: float | None = Field(
         None, gt=0, description="Memory of one GPU in GB, what `kale-ray train plan` checks the plan against.")
+
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="Experiment trackers rank 0 logs to: tensorboard (always installed), mlflow and wandb "
+                    "(extras kale-ray[mlflow], kale-ray[wandb]).")
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI (none: a local file store, mlruns/ in the run's directory).")
+    wandb_mode: Literal["offline", "online"] = Field(
+        "offline", description="wandb offline (files under the run's wandb/, `wandb sync` later) or online.")
 
     @model_validator(mode="after")
     def _levers_fit_the_strategy(self) -> TrainConfig:

@@ -23,7 +23,7 @@ import pyarrow as pa
 from kale_ray.artifacts import Manifest, atomic_write_json, atomic_write_text
 from kale_ray.config import ConfigError
 from kale_ray.data.answers import exact_match, extract_answer
-from kale_ray.data.format import answer_text, prompt_text
+from kale_ray.data.format import prompt_format
 from kale_ray.eval.metrics import mc_scores
 from kale_ray.progress import Progress
 
@@ -77,18 +77,19 @@ def is_generative(cfg: Any, benchmark: str, row: dict[str, Any]) -> bool:
 def score_rows(scorer: Any, benchmark: str, rows: list[dict[str, Any]], cfg: Any,
                progress: Progress) -> list[dict[str, Any]]:
     chunk = max(cfg.eval.batch_size, 4 * cfg.eval.concurrency)
+    fmt = prompt_format(cfg)  # the format the models were trained in (data.chat_template)
     out: list[dict[str, Any]] = []
     for start in range(0, len(rows), chunk):
         part = rows[start:start + chunk]
         mc = [r for r in part if not is_generative(cfg, benchmark, r)]
         gen = [r for r in part if is_generative(cfg, benchmark, r)]
-        pairs = [(prompt_text(r["question"]), answer_text(c)) for r in mc for c in r["choices"]]
+        pairs = [(fmt.prompt(r["question"]), fmt.answer(c)) for r in mc for c in r["choices"]]
         lls = iter(scorer.loglikelihood(pairs))
         by_id: dict[str, dict[str, Any]] = {}
         for r in mc:
             scores = mc_scores([next(lls) for _ in r["choices"]], r["choices"], r["gold"])
             by_id[r["id"]] = {"type": "mc", **scores, "correct": scores["acc"]}
-        texts = scorer.generate([prompt_text(r["question"]) for r in gen], cfg.eval.max_new_tokens, GEN_STOP)
+        texts = scorer.generate([fmt.prompt(r["question"]) for r in gen], cfg.eval.max_new_tokens, GEN_STOP)
         for r, text in zip(gen, texts, strict=True):
             extracted = extract_answer(text)
             em = exact_match(extracted, r["answers"] or [r["gold_text"]])
@@ -124,7 +125,8 @@ def pair_metrics(preds: list[dict[str, Any]]) -> dict[str, Any]:
 def _pair_key(spec: str, cfg: Any, rows: list[dict[str, Any]], with_probes: bool | str) -> str:
     ids = hashlib.sha256("\n".join(r["id"] for r in rows).encode()).hexdigest()
     payload = {"spec": spec, "eval": cfg.eval.model_dump(mode="json", exclude={"concurrency", "limit"}),
-               "dtype": cfg.model.dtype, "ids": ids, "probes": with_probes}
+               "dtype": cfg.model.dtype, "ids": ids, "probes": with_probes,
+               **({"chat_template": True} if cfg.data.chat_template else {})}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

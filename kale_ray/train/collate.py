@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from kale_ray.data.format import answer_text, prompt_text
+from kale_ray.data.format import CLOZE, PromptFormat
 from kale_ray.methods import TRAINER_METHODS
 
 TRAINABLE_STATUS = ("ok", "fallback")
@@ -52,12 +52,12 @@ class AnswerTooLong(ValueError):
 
 
 def encode_view(tokenizer: Any, question: str, answer_ids: list[int], max_length: int,
-                rationale: str | None = None) -> View:
+                rationale: str | None = None, fmt: PromptFormat = CLOZE) -> View:
     """prompt (+ rationale) + answer in at most max_length tokens, cutting the rationale first."""
     budget = max_length - len(answer_ids)
     if budget < 1:
         raise AnswerTooLong(f"answer has {len(answer_ids)} tokens, max_length is {max_length}")
-    prompt = prompt_text(question, rationale)
+    prompt = fmt.prompt(question, rationale)
     enc = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = list(enc["input_ids"])
     view = View(ids)
@@ -76,8 +76,10 @@ def encode_view(tokenizer: Any, question: str, answer_ids: list[int], max_length
     return view
 
 
-def tokenize_rows(tokenizer: Any, table: pa.Table, method: str, max_length: int) -> tuple[pa.Table, TokenReport]:
-    """Rows (SCHEMA columns, plus `rationale`/`status` for ka and ce-rationale) -> TOKEN_SCHEMA rows.
+def tokenize_rows(tokenizer: Any, table: pa.Table, method: str, max_length: int,
+                  fmt: PromptFormat = CLOZE) -> tuple[pa.Table, TokenReport]:
+    """Rows (SCHEMA columns, plus `rationale`/`status` for ka and ce-rationale) -> TOKEN_SCHEMA rows,
+    in `fmt`'s format (the cloze one, or the model's chat template: data/format.py).
 
     sft: question -> answer. ka: student = question -> answer, target = question + rationale -> answer.
     ce-rationale (the w/o-KA ablation): CE on the answer given the with-rationale prompt.
@@ -98,16 +100,16 @@ def tokenize_rows(tokenizer: Any, table: pa.Table, method: str, max_length: int)
             if not rationale or not str(rationale).strip():
                 report.counts["skipped_no_rationale"] += 1
                 continue
-        answer_ids = list(tokenizer(answer_text(row["gold_text"]), add_special_tokens=False)["input_ids"])
+        answer_ids = list(tokenizer(fmt.answer(row["gold_text"]), add_special_tokens=False)["input_ids"])
         if not answer_ids:
             report.counts["skipped_empty_answer"] += 1
             continue
         try:
             if method == "ka":
-                student = encode_view(tokenizer, row["question"], answer_ids, max_length)
-                target = encode_view(tokenizer, row["question"], answer_ids, max_length, rationale)
+                student = encode_view(tokenizer, row["question"], answer_ids, max_length, fmt=fmt)
+                target = encode_view(tokenizer, row["question"], answer_ids, max_length, rationale, fmt)
             else:
-                student = encode_view(tokenizer, row["question"], answer_ids, max_length, rationale)
+                student = encode_view(tokenizer, row["question"], answer_ids, max_length, rationale, fmt)
                 target = None
         except AnswerTooLong:
             report.counts["dropped_answer_too_long"] += 1
@@ -199,7 +201,8 @@ def collate(batch: dict[str, Any], pad_id: int, with_target: bool, share_prefix:
 
     labels[:, j] is predicted by logits[:, -A-1+j] of either view (see `answer_logits`). With
     `share_prefix`, `shared` holds the target view as a continuation of the student's cache
-    (`shared_target_view`; None when no row shares a prefix).
+    (`shared_target_view`; None when no row shares a prefix). Rows carrying a cached target
+    (`target_cache.CACHE_COLUMNS`) get `cached`: its ids, log q and rest, [B, A, k] and [B, A].
     """
     import torch
 
@@ -212,12 +215,34 @@ def collate(batch: dict[str, Any], pad_id: int, with_target: bool, share_prefix:
     for i, n in enumerate(answer_len):
         mask[i, span - n:] = True
     result = {"student": student, "labels": labels, "answer_mask": mask, "span": span}
+    if "topk_ids" in batch:
+        result["cached"] = cached_target(batch, answer_len, span)
     if with_target:
         targets = [list(map(int, s)) for s in batch["target_ids"]]
         result["target"] = left_pad(targets, pad_id)
         if share_prefix:
             result["shared"] = shared_target_view(students, targets, answer_len, pad_id)
     return result
+
+
+def cached_target(batch: dict[str, Any], answer_len: list[int], span: int) -> dict[str, Any]:
+    """The cached q of each row, right-aligned on the answer span like `answer_logits`. Positions
+    before a short answer get a uniform q over the k+1 bins: finite, and masked out of the loss."""
+    import numpy as np
+    import torch
+
+    rows = [(np.stack(list(i)), np.stack(list(t)), np.asarray(r)) for i, t, r in
+            zip(batch["topk_ids"], batch["topk_logprobs"], batch["rest_logprob"], strict=True)]
+    k = rows[0][0].shape[-1]
+    uniform = -float(np.log(k + 1))
+    ids = torch.zeros((len(rows), span, k), dtype=torch.long)
+    top = torch.full((len(rows), span, k), uniform)
+    rest = torch.full((len(rows), span), uniform)
+    for b, ((i, t, r), n) in enumerate(zip(rows, answer_len, strict=True)):
+        ids[b, span - n:] = torch.as_tensor(i, dtype=torch.long)
+        top[b, span - n:] = torch.as_tensor(t, dtype=torch.float32)
+        rest[b, span - n:] = torch.as_tensor(r, dtype=torch.float32)
+    return {"ids": ids, "top": top, "rest": rest}
 
 
 def answer_logits(logits: Any, span: int) -> Any:

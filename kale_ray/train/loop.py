@@ -3,7 +3,8 @@
 Per optimizer step a worker takes `grad_accum` micro-batches of its dataset shard, all-reduces their
 answer-token count, and divides every micro-batch's loss sum by that GLOBAL count (times the world
 size, which the data-parallel averaging divides out again). The target view of `ka` runs under
-no-grad: through the same model (`live`) or a frozen copy of the initial one (`frozen`).
+no-grad: through the same model (`live`), the initial model (`frozen`: adapters off, or a copy under
+full fine-tuning; targets.py), or not at all (`cached`: the batch carries q's top-k; target_cache.py).
 Heavy imports (torch, transformers, peft, deepspeed) happen here, inside the worker.
 """
 
@@ -153,27 +154,31 @@ def _to(inputs: dict[str, Any], device: Any) -> dict[str, Any]:
     return {k: v.to(device) for k, v in inputs.items()}
 
 
+def _to_tuple(cached: dict[str, Any], device: Any) -> tuple[Any, Any, Any]:
+    return cached["ids"].to(device), cached["top"].to(device), cached["rest"].to(device)
+
+
 class StepLogger:
-    """Rank 0's metrics.jsonl, TensorBoard events and progress lines."""
+    """Rank 0's metrics.jsonl, experiment trackers (train.report_to; tracking.py) and progress lines."""
 
-    def __init__(self, run_dir: Path, method: str, total_steps: int, start_step: int) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
+    def __init__(self, run_dir: Path, method: str, total_steps: int, start_step: int, tc: TrainConfig | None = None,
+                 names: tuple[str, str] = ("kale-ray", "train")) -> None:
         from kale_ray.progress import MetricsWriter
+        from kale_ray.train.tracking import open_trackers
 
         self.metrics = MetricsWriter(run_dir / "metrics.jsonl")
-        self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        self.trackers = open_trackers(run_dir, tc or TrainConfig(method=method), *names)
         self.method, self.total, self.start_step = method, total_steps, start_step
         self.start = time.monotonic()
 
     def log(self, record: dict[str, Any]) -> None:
         from kale_ray.progress import format_seconds
+        from kale_ray.train.tracking import SCALARS
 
         self.metrics.write(record)
         step = record["step"]
-        for key in ("loss", "kl", "ce", "tokens_per_s", "lr"):
-            self.tb.add_scalar(f"train/{key}", record[key], step)
-        self.tb.flush()
+        for tracker in self.trackers:
+            tracker.log({key: record[key] for key in SCALARS}, step)
         done = step - self.start_step
         eta = (time.monotonic() - self.start) / max(done, 1) * (self.total - step)
         print(f"train[{self.method}]: step {step}/{self.total} loss {record['loss']:.4f} kl {record['kl']:.4f} "
@@ -181,7 +186,8 @@ class StepLogger:
               f"ETA {format_seconds(eta)}", flush=True)
 
     def close(self) -> None:
-        self.tb.close()
+        for tracker in self.trackers:
+            tracker.close()
 
 
 def prefix_cache(past: Any, rows: Any, cols: Any) -> Any:
@@ -216,9 +222,11 @@ def train_step(window: list[dict[str, Any]], *, method: str, tc: TrainConfig, ru
 
     started = time.monotonic()
     on = device if device.type == "cuda" else None  # gloo reduces CPU tensors
+    cached = method == "ka" and tc.ka.target == "cached"  # q's top-k comes with the rows
     # a frozen target has other weights; a checkpointed layer keeps no cache (see train.gradient_checkpointing)
-    share = method == "ka" and tc.ka.share_prefix and frozen is None and not tc.gradient_checkpointing
-    batches = [collate(b, pad_id, with_target=method == "ka", share_prefix=share) for b in window]
+    share = (method == "ka" and tc.ka.share_prefix and frozen is None and not cached
+             and not tc.gradient_checkpointing)
+    batches = [collate(b, pad_id, with_target=method == "ka" and not cached, share_prefix=share) for b in window]
     answer_tokens = global_sum(sum(int(b["answer_mask"].sum()) for b in batches), on)
     lr = runner.lr()
     sums = torch.zeros(3, dtype=torch.float64)
@@ -228,7 +236,11 @@ def train_step(window: list[dict[str, Any]], *, method: str, tc: TrainConfig, ru
         labels, mask = batch["labels"].to(device), batch["answer_mask"].to(device)
         target_logits = None
         shared = batch.get("shared")
-        if method == "ka" and shared is None:
+        if cached and "cached" not in batch:
+            raise ValueError("train.ka.target=cached, but the rows carry no cached target "
+                             "(the train stage attaches it: target_cache.attach_cache)")
+        target_topk = _to_tuple(batch["cached"], device) if cached else None
+        if method == "ka" and shared is None and not cached:
             seen += int(batch["target"]["attention_mask"].sum())
             with torch.no_grad(), runner.autocast():
                 teacher = frozen if frozen is not None else runner.module
@@ -244,7 +256,7 @@ def train_step(window: list[dict[str, Any]], *, method: str, tc: TrainConfig, ru
                 target_logits = shared_target_logits(runner.module, out.past_key_values, shared, span, device)
         part = method_sums(method, answer_logits(out.logits, span), labels, mask, target_logits,
                            direction=tc.ka.direction, temperature=tc.ka.temperature, beta=tc.ka.jsd_beta,
-                           ce_weight=tc.ka.ce_weight)
+                           ce_weight=tc.ka.ce_weight, target_topk=target_topk)
         runner.backward(part.loss / answer_tokens * runner.loss_scale, last=k == len(batches) - 1)
         sums += torch.tensor([float(part.loss.detach()), float(part.kl), float(part.ce)], dtype=torch.float64)
     runner.step()
@@ -267,6 +279,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import torch
 
     from kale_ray.train.runners import make_runner, prepare_deepspeed
+    from kale_ray.train.targets import frozen_target
 
     tc = TrainConfig.model_validate(config["train"])
     method, run_dir = config["method"], Path(config["run_dir"])
@@ -283,10 +296,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         prepare_deepspeed()  # before a ZeRO-3 load, whose zero.Init joins DeepSpeed's process group
     attn = config.get("attn_implementation")
     model = build_model(config["model_path"], tc, attn_implementation=attn, world=world)
-    frozen = None
-    if method == "ka" and tc.ka.target == "frozen":
-        frozen = build_model(config["model_path"], tc, trainable=False, attn_implementation=attn).to(device)
     runner = make_runner(model, tc, total_steps, world, device)
+    frozen = frozen_target(method, tc, runner, lambda: build_model(
+        config["model_path"], tc, trainable=False, attn_implementation=attn).to(device))
     if rank == 0:
         for note in runner.notes + lever_notes(tc, method):
             print(f"train[{method}]: {note}", flush=True)
@@ -301,7 +313,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         state.step, state.attempt, resumed_from = saved.step, saved.attempt + 1, saved.step
         if rank == 0:
             print(f"train[{method}]: resumed from the checkpoint of step {saved.step}", flush=True)
-    logger = StepLogger(run_dir, method, total_steps, state.step) if rank == 0 else None
+    names = (config.get("experiment", "kale-ray"), config.get("run_label", run_dir.name))
+    logger = StepLogger(run_dir, method, total_steps, state.step, tc, names) if rank == 0 else None
 
     def save(final: bool, metrics: dict[str, Any]) -> None:
         state.final = final

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from kale_ray.artifacts import Manifest, atomic_write_json, atomic_write_parquet, is_complete, read_parts
 from kale_ray.config import ConfigError
+from kale_ray.data.format import PromptFormat
 from kale_ray.methods import TRAINER_METHODS
 from kale_ray.train.collate import tokenize_rows
 from kale_ray.train.trainer import STORAGE_NAME
@@ -70,7 +71,8 @@ def _run_key(cfg: Any, method: str, data_dir: Path) -> str:
     source = Manifest.read(data_dir)
     inputs = {"method": method, "data": str(Path(data_dir).resolve()),
               "data_hash": source.config_hash if source else None,
-              "data_files": source.files if source else None}
+              "data_files": source.files if source else None,
+              **({"chat_template": True} if cfg.data.chat_template else {})}
     import hashlib
 
     base = cfg.section_hash("train", "model", "seed")
@@ -86,6 +88,9 @@ def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = No
     tc = cfg.train.model_copy(update={"method": method})
     out = Path(out or cfg.stage_dir("train") / method)
     rows = read_training_rows(method, Path(data_dir))  # bad input fails before anything is written
+    from kale_ray.train.tracking import check_trackers
+
+    check_trackers(tc.report_to)
     key = _run_key(cfg, method, Path(data_dir))
     if is_complete(out, key):
         print(f"train[{method}]: {out} is complete for this config, skipping", flush=True)
@@ -103,7 +108,8 @@ def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = No
 
     tokenizer = load_tokenizer(model_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    tokens, report = tokenize_rows(tokenizer, rows, method, tc.max_length)
+    fmt = PromptFormat(tokenizer, cfg.data.chat_template)  # the chat template of the trained model itself
+    tokens, report = tokenize_rows(tokenizer, rows, method, tc.max_length, fmt)
     if tc.shuffle:
         tokens = _shuffled(tokens, cfg.seed)
     atomic_write_parquet(out / TOKENS, tokens)
@@ -118,14 +124,20 @@ def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = No
 
     from kale_ray.train.trainer import build_trainer
 
+    cache_dir = None
+    if method == "ka" and tc.ka.target == "cached":  # q computed once, shared by every run with this target
+        from kale_ray.train.target_cache import attach_cache, ensure_target_cache
+
+        cache_dir = ensure_target_cache(cfg, tc, tokens, model_path, int(pad_id))
     # From the driver's table into the object store: small next to the model, readable by workers on
     # any node (a local path is not), and each epoch's split starts without read tasks competing with
     # the workers for CPUs.
-    dataset = ray.data.from_arrow(tokens)
+    dataset = ray.data.from_arrow(tokens if cache_dir is None else attach_cache(tokens, cache_dir))
     loop_config = {"train": tc.model_dump(mode="json"), "method": method, "run_dir": str(out.resolve()),
                    "model_path": model_path, "pad_id": int(pad_id), "seed": cfg.seed,
                    "use_gpu": tc.use_gpu, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
-                   "export": tc.export, "attn_implementation": cfg.model.attn_implementation}
+                   "export": tc.export, "attn_implementation": cfg.model.attn_implementation,
+                   "experiment": cfg.run_name, "run_label": out.name}
     try:
         result = build_trainer(tc, out, dataset, loop_config).fit()
         if result.error is not None:
@@ -155,7 +167,8 @@ def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = No
     files = sorted(f for d in hashed for f in d.rglob("*") if f.is_file())
     files += [out / TOKENS, out / "loss.png"]
     Manifest(stage="train", config_hash=key, config=tc.model_dump(mode="json"),
-             inputs={"method": method, "data_dir": str(data_dir), "model": model_path},
+             inputs={"method": method, "data_dir": str(data_dir), "model": model_path,
+                     **({"target_cache": str(cache_dir)} if cache_dir else {})},
              counts={**report.as_dict(), "steps": total_steps, "steps_per_epoch": steps_per_epoch},
              extra={"seconds": round(seconds, 2), "written": written,
                     "checkpoint": result.checkpoint.path, "storage": str(out / STORAGE_NAME),

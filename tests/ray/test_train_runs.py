@@ -116,11 +116,22 @@ def test_ce_methods_train_with_zero2(ray_local, workdir, rationale_dir, sft_dir,
     assert not (out / "final").exists()
 
 
-def test_ka_ddp_agrees_with_zero2(ray_local, workdir, rationale_dir, ka_zero2):
-    """The same three steps under plain DDP give the ZeRO-2 losses: same gradient averaging."""
+def test_ka_ddp_agrees_with_zero2_and_reports_to_mlflow(ray_local, workdir, rationale_dir, ka_zero2, monkeypatch):
+    """The same three steps under plain DDP give the ZeRO-2 losses: same gradient averaging. Rank 0
+    alone reports them to MLflow (a local file store in the run directory), beside TensorBoard."""
+    from mlflow.tracking import MlflowClient
+
     _, zero2 = ka_zero2
-    _, ddp = train(workdir, "ka-ddp", "ka", rationale_dir, "train.strategy=ddp", "train.export=false")
+    out, ddp = train(workdir, "ka-ddp", "ka", rationale_dir, "train.strategy=ddp", "train.export=false",
+                     "train.report_to=[tensorboard, mlflow]")
     assert _losses(ddp) == pytest.approx(_losses(zero2), rel=1e-3)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks readers of a file store to opt in too
+    client = MlflowClient(tracking_uri=(out / "mlruns").resolve().as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("ka-ddp").experiment_id])
+    history = client.get_metric_history(run.info.run_id, "loss")
+    assert [m.step for m in history] == [1, 2, 3]  # one rank logged, once per step
+    assert [m.value for m in history] == pytest.approx(_losses(ddp), rel=1e-6)
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
 
 
 @pytest.mark.slow
