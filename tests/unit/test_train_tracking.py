@@ -39,7 +39,6 @@ def test_mlflow_file_store_gets_metrics_params_and_resumes(tmp_path):
 
 
 def test_wandb_offline_writes_a_local_run(tmp_path):
-    pytest.importorskip("wandb")
     tc = TrainConfig(method="ka", report_to=["wandb"])
     _log(tmp_path, tc, RECORDS)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
