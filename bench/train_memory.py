@@ -19,6 +19,7 @@ import json
 LEVERS = {
     "lora": {},
     "lora+gc": {"gradient_checkpointing": True},
+    "lora+frozen target": {"ka": {"target": "frozen"}},  # q with the adapters off: no second model
     "lora+bf16 base": {"base_dtype": "bfloat16"},
     "lora+bf16 base+gc": {"base_dtype": "bfloat16", "gradient_checkpointing": True},
     "full": {"lora": {"enabled": False}},
@@ -58,6 +59,10 @@ def main() -> None:
         print(f"gradient checkpointing at max_length {args.max_length}: step memory {off['step'] / on['step']:.1f}x "
               f"smaller measured, activations {plan_off.activations_full / plan_on.activations_checkpointed:.1f}x "
               "smaller planned")
+    if "lora" in results and "lora+frozen target" in results:
+        live, frozen = results["lora"][0], results["lora+frozen target"][0]
+        print(f"frozen target (adapters off) over the live one: peak {frozen['peak'] / live['peak']:.3f}x, "
+              f"model at rest {frozen['model'] / live['model']:.3f}x (target <= 1.05)")
     worst = max(abs(plan.total / m["peak"] - 1) for m, plan, _ in results.values())
     print(f"largest plan/peak deviation: {worst:.0%} ({'within' if worst <= 0.25 else 'OUTSIDE'} 25%)")
 

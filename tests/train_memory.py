@@ -58,16 +58,18 @@ def measure(model: str, train: dict[str, Any], method: str, attn: str = "sdpa") 
     from kale_ray.config.train import TrainConfig
     from kale_ray.train.loop import build_model, train_step
     from kale_ray.train.runners import DDPRunner
+    from kale_ray.train.targets import frozen_target
 
     tc = TrainConfig.model_validate({**train, "method": method, "strategy": "ddp", "workers": 1})
     batch = synthetic_batch(tc.micro_batch_size, tc.max_length, method)
     baseline = _status("VmRSS")
     torch.manual_seed(0)
     runner = DDPRunner(build_model(model, tc, attn_implementation=attn), tc, 10, 1, torch.device("cpu"))
+    frozen = frozen_target(method, tc, runner, lambda: build_model(model, tc, trainable=False, attn_implementation=attn))
     loaded = _status("VmRSS")
 
     def step() -> None:
-        train_step([batch], method=method, tc=tc, runner=runner, frozen=None, pad_id=0, device=torch.device("cpu"))
+        train_step([batch], method=method, tc=tc, runner=runner, frozen=frozen, pad_id=0, device=torch.device("cpu"))
 
     step()
     rest = _status("VmRSS")
