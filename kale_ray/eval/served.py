@@ -55,15 +55,24 @@ def served_layout(base: str, models: dict[str, str], aliases: frozenset[str] = f
     return entries, names
 
 
-def _serve_http(port: int) -> tuple[str, bool]:
-    """The HTTP address of the Serve instance (started on 127.0.0.1:`port` when none runs), and whether
-    this call started it."""
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _serve_http() -> tuple[str, bool]:
+    """The HTTP address of the Serve instance, and whether this call started it: a running instance is
+    reused, else one starts on 127.0.0.1 and a free port (the stage's app is not for other clients, and
+    `serve.port` may be taken by the user's own app)."""
     from ray import serve
     from ray.serve.context import _get_global_client
 
     started = _get_global_client(raise_if_no_controller_running=False) is None
     if started:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
     http = _get_global_client().http_config
     host = "127.0.0.1" if http.host in ("0.0.0.0", "::", "") else http.host
     return f"http://{host}:{http.port}", started
@@ -92,7 +101,7 @@ def serving(cfg: Any, models: dict[str, str]) -> Iterator[dict[str, str]]:  # cf
     app_cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={
         "models": [ServedModel(**entry) for entry in entries], "app_name": app_name, "route_prefix": f"/{app_name}", "host": "127.0.0.1",
         "api_key_env": None})})
-    address, started = _serve_http(cfg.serve.port)
+    address, started = _serve_http()
     print(f"eval: deploying {len(entries)} model(s) with {sum(len(e['adapters']) for e in entries)} adapter(s) "
           f"on Ray Serve ({cfg.serve.replicas} replica(s), {cfg.serve.replica_cpus} CPU, "
           f"{cfg.serve.replica_gpus} GPU each)", flush=True)

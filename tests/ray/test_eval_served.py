@@ -14,7 +14,7 @@ from kale_ray.config import ConfigError, load_config
 from kale_ray.data.benchmarks import load_benchmark
 from kale_ray.eval.run import run_eval
 from kale_ray.eval.served import BASE_NAME, served_layout
-from tests.ray.serve_helpers import free_port, make_lora_adapter
+from tests.ray.serve_helpers import make_lora_adapter
 
 pytestmark = pytest.mark.ray
 
@@ -53,7 +53,7 @@ def test_served_eval_equals_in_process_item_by_item(ray_local, models, smollm2_p
     rows = load_benchmark("arc-easy", data_root, "test").slice(0, 6)
     rows = pa.concat_tables([rows])
     common = [f"model.name_or_path={smollm2_path}", "eval.known_incorrect=false", "eval.concurrency=4",
-              f"serve.port={free_port()}", "serve.replica_cpus=0.5", "serve.ingress_cpus=0.05"]
+              "serve.replica_cpus=0.5", "serve.ingress_cpus=0.05"]
     served_out = run_eval(load_config(None, common), models, tmp_path / "served", rows=rows)
     log = capsys.readouterr().out
     assert "deploying 2 model(s) with 1 adapter(s) on Ray Serve" in log
@@ -87,20 +87,21 @@ def test_a_replica_killed_mid_evaluation_changes_no_result(ray_local, smollm2_pa
 
     import requests
     from ray import serve
+    from ray.serve.context import _get_global_client
 
     rows = load_benchmark("arc-easy", data_root, "test").slice(0, 16)
-    port = free_port()
     common = [f"model.name_or_path={smollm2_path}", "eval.known_incorrect=false", "eval.concurrency=2",
-              f"serve.port={port}", "serve.replica_cpus=0.5", "serve.ingress_cpus=0.05"]
+              "serve.replica_cpus=0.5", "serve.ingress_cpus=0.05"]
     killed: list[int] = []
     stop = threading.Event()
 
     def kill_when_busy() -> None:
         while not stop.is_set():
-            apps = [name for name in serve.status().applications if "-eval-" in name]
-            try:
+            try:  # Serve is not up yet until the stage starts it
+                apps = [name for name in serve.status().applications if "-eval-" in name]
+                port = _get_global_client().http_config.port  # the stage's Serve picks a free port
                 info = requests.get(f"http://127.0.0.1:{port}/{apps[0]}/ready", timeout=5).json() if apps else {}
-            except (requests.RequestException, ValueError):
+            except Exception:  # noqa: BLE001 - keep polling
                 info = {}
             replica = info.get("models", {}).get(BASE_NAME, {})
             if replica.get("served", 0) >= 3:
