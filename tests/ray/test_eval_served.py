@@ -76,6 +76,7 @@ def test_known_from_probe_needs_local_scoring(models, tmp_path, data_root) -> No
         run_eval(cfg, {"Vanilla": models["Vanilla"]}, tmp_path / "out", rows=rows)
 
 
+@pytest.mark.slow  # 50 s
 def test_a_replica_killed_mid_evaluation_changes_no_result(ray_local, smollm2_path, data_root, tmp_path) -> None:
     """SIGKILL the replica's process once it has answered a few items: Serve starts a new one, the
     ingress answers the requests it lost with a retryable 503, the scorer waits them out, and every

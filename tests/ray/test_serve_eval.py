@@ -14,7 +14,8 @@ from kale_ray.data.benchmarks import load_benchmark
 from kale_ray.data.format import prompt_text
 from tests.ray.serve_helpers import API_KEY, API_KEY_ENV, free_port, running_app, write_key_file
 
-pytestmark = pytest.mark.ray
+# Slow: served == in-process is also checked by tests/ray/test_eval_served.py in the default suite.
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 N_ITEMS = 20
 

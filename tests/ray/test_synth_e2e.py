@@ -14,7 +14,7 @@ from kale_ray.artifacts import Manifest, read_parts
 from kale_ray.cli import main
 from kale_ray.progress import read_metrics
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # the synth command end to end, 40 s
 
 WORDNET = Path("/usr/share/wordnet")
 

@@ -98,6 +98,7 @@ def _assert_resumed_at_step_3(out: Path) -> None:
     assert Manifest.read(out).complete
 
 
+@pytest.mark.slow  # 100 s: in `scripts/test.sh slow`
 def test_a_killed_run_resumes_from_its_last_checkpoint_when_re_run(ray_local, data_root, tmp_path):
     cfg, data, out = _config(data_root, tmp_path, max_failures=0)
     thread, errors = _start(cfg, data)

@@ -106,7 +106,7 @@ def test_a_complete_run_is_skipped(ka_zero2, workdir, rationale_dir):
     assert len(read_metrics(out / "metrics.jsonl")) == len(metrics)
 
 
-@pytest.mark.parametrize("method", ["sft", "ce-rationale"])
+@pytest.mark.parametrize("method", ["sft", pytest.param("ce-rationale", marks=pytest.mark.slow)])
 def test_ce_methods_train_with_zero2(ray_local, workdir, rationale_dir, sft_dir, method):
     data = sft_dir if method == "sft" else rationale_dir
     out, metrics = train(workdir, f"{method}-zero2", method, data, "train.export=false")
@@ -143,6 +143,7 @@ def test_ka_zero3_agrees_with_zero2(ray_local, workdir, rationale_dir, ka_zero2)
     assert (out / "final" / "model.safetensors").is_file() and (out / "adapter").is_dir()
 
 
+@pytest.mark.slow
 def test_worker_count_does_not_change_the_loss(ray_local, workdir, rationale_dir, ka_zero2):
     """1 worker x 2 rows x 2 accumulation steps = the 2-worker batch: the global token mean is equal,
     though the 4 answers have different token counts (a per-rank mean would differ)."""
