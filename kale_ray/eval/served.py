@@ -72,10 +72,18 @@ def _serve_http() -> tuple[str, bool]:
 
     started = _get_global_client(raise_if_no_controller_running=False) is None
     if started:
-        serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
+        serve.start(http_options={"host": "127.0.0.1", "port": _free_port()}, logging_config=_logging())
     http = _get_global_client().http_config
     host = "127.0.0.1" if http.host in ("0.0.0.0", "::", "") else http.host
     return f"http://{host}:{http.port}", started
+
+
+def _logging() -> dict[str, Any]:
+    """Serve's controller, proxy and replicas log every replica start and request at INFO: warnings only,
+    unless --verbose."""
+    from kale_ray.env import verbose
+
+    return {"log_level": "INFO" if verbose() else "WARNING", "enable_access_log": verbose()}
 
 
 @contextmanager
@@ -107,7 +115,7 @@ def serving(cfg: Any, models: dict[str, str]) -> Iterator[dict[str, str]]:  # cf
           f"{cfg.serve.replica_gpus} GPU each)", flush=True)
     start = time.monotonic()
     try:
-        serve.run(build_app(app_cfg), name=app_name, route_prefix=f"/{app_name}")
+        serve.run(build_app(app_cfg), name=app_name, route_prefix=f"/{app_name}", logging_config=_logging())
         base_url = f"{address}/{app_name}"
         deadline = time.monotonic() + cfg.eval.request_timeout_s
         while requests.get(f"{base_url}/ready", timeout=30).status_code != 200:
