@@ -159,3 +159,16 @@ def find_many(off: np.ndarray, data: np.ndarray, order: np.ndarray, qoff: np.nda
     for i in range(qoff.shape[0] - 1):
         out[i] = _find(off, data, order, qdata, qoff[i], qoff[i + 1])
     return out
+
+
+def unique_edges(src: np.ndarray, dst: np.ndarray, ids: np.ndarray,
+                 back: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The CSR's edges: no self-loops, sorted by (src, dst), one edge per node pair (a forward edge
+    before a backward one, then the lowest statement id), so every build gives the same graph."""
+    keep = src != dst
+    src, dst, ids, back = src[keep], dst[keep], ids[keep], back[keep]
+    order = np.lexsort((ids, back, dst, src))
+    src, dst, ids, back = src[order], dst[order], ids[order], back[order]
+    first = np.ones(len(src), bool)
+    first[1:] = (src[1:] != src[:-1]) | (dst[1:] != dst[:-1])
+    return src[first], dst[first], ids[first], back[first]

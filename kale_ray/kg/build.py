@@ -38,7 +38,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from kale_ray.kg.arrays import ARRAYS, StringTable, arrow_strings, create_array, fill_array, load_array
+from kale_ray.kg.arrays import (
+    ARRAYS,
+    StringTable,
+    arrow_strings,
+    create_array,
+    fill_array,
+    load_array,
+    unique_edges,
+)
 
 ENTITY_SHARD = pa.schema([("key", pa.string()), ("label", pa.string()), ("aliases", pa.list_(pa.string())),
                           ("description", pa.string())])
@@ -228,13 +236,7 @@ def csr_bucket(b: int, work: str, span: int, n: int) -> dict[str, int]:
     ids = t.column("eid").to_numpy() if t is not None else np.zeros(0, np.int64)
     back = t.column("back").to_numpy(zero_copy_only=False) if t is not None else np.zeros(0, bool)
     multi = np.bincount(src - lo, minlength=hi - lo)
-    keep = src != dst
-    src, dst, ids, back = src[keep], dst[keep], ids[keep], back[keep]
-    order = np.lexsort((ids, back, dst, src))
-    src, dst, ids, back = src[order], dst[order], ids[order], back[order]
-    first = np.ones(len(src), bool)
-    first[1:] = (src[1:] != src[:-1]) | (dst[1:] != dst[:-1])
-    src, dst, ids, back = src[first], dst[first], ids[first], back[first]
+    src, dst, ids, back = unique_edges(src, dst, ids, back)
     out = Path(work) / "csr_out"
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / f"c{b:05d}.npz", deg=np.bincount(src - lo, minlength=hi - lo), nbr=dst, edge=ids, back=back)

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kale_ray.artifacts import Manifest, atomic_write_parquet
-from kale_ray.kg.arrays import ARRAYS, StringTable, load_array, save_array
+from kale_ray.kg.arrays import ARRAYS, StringTable, load_array, save_array, unique_edges
 
 ENTITIES, RELATIONS, TRIPLES = "entities.parquet", "relations.parquet", "triples.parquet"
 LAYOUT = 2  # artifact layout version: 2 = memory-mapped arrays + alias index
@@ -150,13 +150,7 @@ class Adjacency:
         dst = np.concatenate([tails, heads]).astype(np.int64)
         ids = np.concatenate([eid, eid])
         back = np.concatenate([np.zeros(m, bool), np.ones(m, bool)])
-        keep = src != dst
-        src, dst, ids, back = src[keep], dst[keep], ids[keep], back[keep]
-        order = np.lexsort((ids, back, dst, src))
-        src, dst, ids, back = src[order], dst[order], ids[order], back[order]
-        first = np.ones(len(src), bool)
-        first[1:] = (src[1:] != src[:-1]) | (dst[1:] != dst[:-1])
-        src, dst, ids, back = src[first], dst[first], ids[first], back[first]
+        src, dst, ids, back = unique_edges(src, dst, ids, back)
         indptr = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(np.bincount(src, minlength=n), out=indptr[1:])
         small = np.int32 if n < 2**31 else np.int64
