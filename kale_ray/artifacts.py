@@ -178,3 +178,15 @@ def read_parts(directory: Path, prefix: str = "part") -> pa.Table:
     if not parts:
         raise FileNotFoundError(f"no {prefix}-*.parquet files in {directory}")
     return pa.concat_tables([pq.read_table(p) for _, p in sorted(parts.items())], promote_options="default")
+
+
+def write_batches(out: Path, batches: Any, next_index: int, progress: Any) -> int:
+    """Each non-empty Arrow batch of a streaming stage as the next part file, atomically, counted on
+    `progress`; returns the next free part index (what a resumed run starts from)."""
+    for table in batches:
+        if table.num_rows == 0:
+            continue
+        atomic_write_parquet(part_path(out, next_index), table)
+        next_index += 1
+        progress.update(table.num_rows)
+    return next_index

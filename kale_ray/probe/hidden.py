@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from kale_ray.artifacts import Manifest, atomic_write_parquet, existing_parts, part_path, pending_rows
+from kale_ray.artifacts import Manifest, existing_parts, pending_rows, write_batches
 from kale_ray.data.format import prompt_text
 from kale_ray.progress import Progress
 
@@ -161,12 +161,7 @@ def _run_actors(cfg: Any, todo: pa.Table, model_path: str, out: Path, next_index
                                "dtype": cfg.model.dtype, "max_length": cfg.probe.max_length,
                                "batch_size": size})
     progress = Progress("probe hidden", todo.num_rows, metrics_path=out / "metrics.jsonl")
-    for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        if block.num_rows == 0:
-            continue
-        atomic_write_parquet(part_path(out, next_index), block)
-        next_index += 1
-        progress.update(block.num_rows)
+    write_batches(out, ds.iter_batches(batch_size=None, batch_format="pyarrow"), next_index, progress)
     progress.close()
 
 

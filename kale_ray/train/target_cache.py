@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kale_ray.artifacts import Manifest, atomic_write_parquet, part_path, pending_rows, read_parts
+from kale_ray.artifacts import Manifest, pending_rows, read_parts, write_batches
 from kale_ray.config.train import TrainConfig
 from kale_ray.progress import Progress
 
@@ -137,12 +137,7 @@ def _run_actors(cfg: Any, tc: TrainConfig, todo: pa.Table, model_path: str, pad_
                                "temperature": tc.ka.temperature, "pad_id": pad_id, "batch_size": size,
                                "use_gpu": tc.use_gpu})
     progress = Progress(STAGE, todo.num_rows, metrics_path=out / "metrics.jsonl")
-    for result in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        if result.num_rows == 0:
-            continue
-        atomic_write_parquet(part_path(out, next_index), result)
-        next_index += 1
-        progress.update(result.num_rows)
+    write_batches(out, ds.iter_batches(batch_size=None, batch_format="pyarrow"), next_index, progress)
     progress.close()
 
 
