@@ -45,6 +45,13 @@ class ServeConfig(BaseModel):
         False, description="Allow a non-loopback serve.host without an API key (refused otherwise).")
     max_request_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413.")
     max_queued: int = Field(64, ge=1, description="Requests waiting per replica before 503 + Retry-After.")
+    health_check_period_s: float = Field(
+        10.0, gt=0, description="How often Serve checks each replica (its engine included: a replica whose "
+                                "engine failed reports unhealthy and is replaced).")
+    health_check_timeout_s: float = Field(30.0, gt=0, description="A health check slower than this fails.")
+    graceful_shutdown_timeout_s: float = Field(
+        20.0, ge=0, description="A replica being stopped (scale-down, update) finishes its requests for this long; "
+                                "the rest get a retryable 503.")
     retry_after_s: int = Field(1, ge=1, description="Retry-After seconds sent with a 503 (queue full).")
     max_prompts: int = Field(64, ge=1, description="Prompts one completions request may carry.")
     default_max_tokens: int = Field(16, ge=0, description="max_tokens of a request that gives none.")

@@ -27,6 +27,7 @@ from kale_ray.engines.loading import (
 )
 
 CONT_CHUNK_TOKENS = 1024  # continuation tokens per forward when scoring on a shared context
+LOGIT_ELEMENTS = 2**27  # at most this many logits (512 MB in fp32) held by one scoring forward
 
 
 @dataclass
@@ -39,6 +40,49 @@ class _Decoding:
     finish: str = "length"
     text: str | None = None  # set when a stop string ended it
     done: bool = False
+
+
+@dataclass
+class _Group:
+    """Sequences that share `prefix`: `tails[k]` (non-empty) follows it in the sequence `members[k]`."""
+
+    prefix: list[int]
+    tails: list[list[int]]
+    members: list[int]
+
+
+def _shared_prefixes(seqs: Sequence[Sequence[int]]) -> list[tuple[list[int], list[int]]]:
+    """(prefix, member indices) covering every sequence of two or more tokens, each prefix shorter
+    than its members. Sorted order puts sequences with a common prefix next to each other; one joins
+    the group before it while it shares at least half of the group's prefix (a question's options share
+    all of it; two questions share only the format's first words and stay apart)."""
+    groups: list[tuple[list[int], list[int]]] = []
+    for i in sorted((i for i, s in enumerate(seqs) if len(s) >= 2), key=lambda i: list(seqs[i])):
+        head = list(seqs[i][:-1])
+        if groups:
+            prefix, members = groups[-1]
+            shared = 0
+            for a, b in zip(prefix, head, strict=False):
+                if a != b:
+                    break
+                shared += 1
+            if shared >= max(1, len(prefix) // 2):
+                del prefix[shared:]
+                members.append(i)
+                continue
+        groups.append((head, [i]))
+    return groups
+
+
+def _cache_rows(cache: Any, index: Any) -> Any:
+    """A cache of the rows `index` (repeats allowed) of `cache`, which stays as it was: the layers'
+    select and later appends make new tensors, so shallow copies of the layers suffice."""
+    import copy
+
+    rows = copy.copy(cache)
+    rows.layers = [copy.copy(layer) for layer in cache.layers]
+    rows.batch_select_indices(index)
+    return rows
 
 
 class HFEngine(EngineBase):
@@ -70,14 +114,15 @@ class HFEngine(EngineBase):
         self.eos_ids = eos
         self._lock = threading.Lock()
 
-    def _batches(self, lengths: Sequence[int]) -> list[list[int]]:
+    def _batches(self, lengths: Sequence[int], max_tokens: int | None = None) -> list[list[int]]:
         """Indices grouped longest first into batches of at most `max_batch_seqs` rows and
-        `max_batch_tokens` padded tokens (a longer row goes alone)."""
+        `max_tokens` (default `max_batch_tokens`) padded tokens (a longer row goes alone)."""
+        budget = self.max_batch_tokens if max_tokens is None else max_tokens
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
         batches: list[list[int]] = []
         for i in order:
             if batches and len(batches[-1]) < self.max_batch_seqs \
-                    and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= self.max_batch_tokens:
+                    and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= budget:
                 batches[-1].append(i)
             else:
                 batches.append([i])
@@ -105,113 +150,152 @@ class HFEngine(EngineBase):
 
     # -- scoring -----------------------------------------------------------------------------------
     def score(self, seqs: list[list[int]], adapter: str | None = None, top: int = 0) -> list[Scored]:
-        """Every token's log-prob given its prefix, many sequences per forward (right-padded)."""
+        """Every token's log-prob given its prefix (echo scoring). Sequences that share a long token
+        prefix (a question's options, sent together) run it once: the prefix's tokens are scored in
+        one pass and only the rest of each sequence runs on its key/value cache, so a multiple-choice
+        request costs about what in-process scoring of its context and options costs. Results equal
+        whole-sequence scoring (tested)."""
         import torch
 
         results: list[Scored | None] = [None] * len(seqs)
+        groups: list[_Group] = []
+        for prefix, members in _shared_prefixes(seqs):
+            groups.append(_Group(prefix, [seqs[i][len(prefix):] for i in members], members))
+        for i, seq in enumerate(seqs):
+            if len(seq) < 2:
+                results[i] = Scored(list(seq), [None] * len(seq), [None] * len(seq), [True] * len(seq))
         with self._lock, torch.no_grad(), self._use(adapter):
-            for batch in self._batches([len(s) for s in seqs]):
-                width = len(seqs[batch[0]])
-                ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, i in enumerate(batch):
-                    ids[row, : len(seqs[i])] = torch.tensor(seqs[i], dtype=torch.long)
-                    mask[row, : len(seqs[i])] = 1
-                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-                for row, i in enumerate(batch):
-                    results[i] = self._scored(seqs[i], logits[row, : len(seqs[i])], top)
+            for group, head, tails in self._run_groups(groups, echo=True, top=top):
+                assert head is not None
+                for i, tail in zip(group.members, tails, strict=True):
+                    results[i] = Scored(head.ids + tail.ids, head.logprobs + tail.logprobs, head.top + tail.top,
+                                        head.greedy + tail.greedy)
         return [r for r in results if r is not None]
 
     def loglikelihood(self, pairs: list[tuple[str, str]], adapter: str | None = None) -> list[tuple[float, bool]]:
-        """As `EngineBase.loglikelihood`, but pairs that share their context tokens (a question's
-        options) run the context once and only the continuations on its key/value cache: the same
-        numbers (tested against whole-sequence scoring) for a fraction of the work, since multiple-choice
-        contexts are long and options short."""
+        """As `EngineBase.loglikelihood`, but the options of a question run their context once (its
+        last position's logits only) and only the continuations on its key/value cache, many
+        questions per forward: the same numbers (tested against whole-sequence scoring) for a fraction
+        of the work, since multiple-choice contexts are long and options short."""
         import torch
 
         seqs, n_cont = self.pair_sequences(pairs)
-        groups: dict[tuple[int, ...], list[int]] = {}
-        whole: list[int] = []  # a continuation that fills the whole window has no context to share
-        for i, (seq, n) in enumerate(zip(seqs, n_cont, strict=True)):
-            if n >= len(seq):
-                whole.append(i)
-            else:
-                groups.setdefault(tuple(seq[: len(seq) - n]), []).append(i)
         out: list[tuple[float, bool]] = [(0.0, True)] * len(seqs)
-        if whole:
-            sums = self.sum_continuations(self.score([seqs[i] for i in whole], adapter), [n_cont[i] for i in whole])
-            for i, value in zip(whole, sums, strict=True):
-                out[i] = value
+        by_context: dict[tuple[int, ...], list[int]] = {}
+        for i, (seq, n) in enumerate(zip(seqs, n_cont, strict=True)):
+            if n == 0 or len(seq) < 2:
+                continue  # nothing to score
+            # A continuation that fills the window has no context: its first token is not scored.
+            cut = max(len(seq) - n, 1)
+            by_context.setdefault(tuple(seq[:cut]), []).append(i)
+        groups = [_Group(list(ctx), [seqs[i][len(ctx):] for i in members], members)
+                  for ctx, members in by_context.items()]
         with self._lock, torch.no_grad(), self._use(adapter):
-            for context, members in groups.items():
-                conts = [seqs[i][len(context):] for i in members]
-                for i, value in zip(members, self._continuations(list(context), conts), strict=True):
-                    out[i] = value
+            for group, _, tails in self._run_groups(groups, echo=False, top=0):
+                for i, tail in zip(group.members, tails, strict=True):
+                    out[i] = (float(sum(x for x in tail.logprobs if x is not None)), all(tail.greedy))
         return out
 
-    def _continuations(self, context: list[int], conts: list[list[int]]) -> list[tuple[float, bool]]:
-        """One forward over the context (last position's logits only), then the non-empty
-        continuations, longest first, right-padded, in chunks of at most `CONT_CHUNK_TOKENS` tokens on
-        copies of the context's cache (pads sit after every real token, so causal attention keeps them
-        out of the real positions; chunks bound the [rows, width, vocab] logits)."""
-        import copy
+    def _run_groups(self, groups: list[_Group], echo: bool, top: int) -> Iterator[tuple[_Group, Scored | None, list[Scored]]]:
+        """(group, its prefix scored if `echo`, each tail scored) for every group, several groups a
+        forward: the prefixes left-padded in one pass (so the last column holds every prefix's next-
+        token logits), then the tails right-padded on their prefix's cache rows, in chunks whose
+        [rows, width, vocab] logits stay under `LOGIT_ELEMENTS`."""
+        logit_tokens = max(1, LOGIT_ELEMENTS // self.vocab_size)
+        budget = min(self.max_batch_tokens, logit_tokens) if echo else self.max_batch_tokens
+        order = self._batches([len(g.prefix) for g in groups], budget)
+        for batch in order:
+            chosen = [groups[i] for i in batch]
+            heads, first, cache, mask = self._prefix_pass([g.prefix for g in chosen], echo, top)
+            rows = [(b, j) for b, g in enumerate(chosen) for j in range(len(g.tails))]
+            tails: dict[tuple[int, int], Scored] = {}
+            for (b, j) in rows:  # the first tail token comes from the prefix's last logits
+                tails[(b, j)] = self._predicted(chosen[b].tails[j][:1], first[b][None], top)
+            longer = sorted((r for r in rows if len(chosen[r[0]].tails[r[1]]) > 1),
+                            key=lambda r: -len(chosen[r[0]].tails[r[1]]))
+            while longer:
+                width = len(chosen[longer[0][0]].tails[longer[0][1]]) - 1
+                n_rows = max(1, min(self.max_batch_seqs, min(CONT_CHUNK_TOKENS, logit_tokens) // width))
+                chunk, longer = longer[:n_rows], longer[n_rows:]
+                scored = self._tail_pass([chosen[b].tails[j] for b, j in chunk], [b for b, _ in chunk], cache, mask,
+                                         top)
+                for key, more in zip(chunk, scored, strict=True):
+                    head = tails[key]
+                    tails[key] = Scored(head.ids + more.ids, head.logprobs + more.logprobs, head.top + more.top,
+                                        head.greedy + more.greedy)
+            for b, group in enumerate(chosen):
+                yield group, heads[b] if heads else None, [tails[(b, j)] for j in range(len(group.tails))]
 
+    def _prefix_pass(self, prefixes: list[list[int]], echo: bool, top: int) -> tuple[list[Scored], Any, Any, Any]:
+        """One left-padded forward over `prefixes`: (their tokens scored if `echo`, each one's
+        next-token logits, the key/value cache, the attention mask)."""
         import torch
 
         dev = self.device
-        head = self.model(input_ids=torch.tensor([context], device=dev), use_cache=True, logits_to_keep=1)
-        first = torch.log_softmax(head.logits[0, -1].float(), dim=-1)
-        first_best = int(first.argmax())
-        out = [(0.0, True)] * len(conts)
-        live = sorted((j for j, c in enumerate(conts) if c), key=lambda j: -len(conts[j]))
-        for j in live:
-            if len(conts[j]) == 1:
-                out[j] = (float(first[conts[j][0]]), first_best == conts[j][0])
-        longer = [j for j in live if len(conts[j]) > 1]
-        while longer:
-            width = len(conts[longer[0]]) - 1
-            rows = max(1, min(self.max_batch_seqs, CONT_CHUNK_TOKENS // width))
-            chunk, longer = longer[:rows], longer[rows:]
-            cache = copy.deepcopy(head.past_key_values)
-            cache.batch_repeat_interleave(len(chunk))
-            ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-            target = torch.full((len(chunk), width), 0, dtype=torch.long)
-            for row, j in enumerate(chunk):
-                cont = conts[j]
-                ids[row, : len(cont) - 1] = torch.tensor(cont[:-1], dtype=torch.long)
-                target[row, : len(cont) - 1] = torch.tensor(cont[1:], dtype=torch.long)
-            logits = self.model(input_ids=ids.to(dev), past_key_values=cache).logits.float()
-            target = target.to(logits.device)
-            lp = (logits.gather(-1, target[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)).tolist()
-            greedy = (logits.argmax(-1) == target).tolist()
-            for row, j in enumerate(chunk):
-                cont, n = conts[j], len(conts[j]) - 1
-                out[j] = (float(first[cont[0]]) + float(sum(lp[row][:n])),
-                          first_best == cont[0] and all(greedy[row][:n]))
-        return out
+        width = max(len(p) for p in prefixes)
+        ids = torch.full((len(prefixes), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prefixes), width), dtype=torch.long)
+        for row, prefix in enumerate(prefixes):
+            ids[row, width - len(prefix):] = torch.tensor(prefix, dtype=torch.long)
+            mask[row, width - len(prefix):] = 1
+        mask = mask.to(dev)
+        padded = not bool(mask.all())
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids.to(dev), attention_mask=mask if padded else None, position_ids=positions,
+                         use_cache=True, logits_to_keep=0 if echo else 1)
+        heads = [self._scored(p, out.logits[row, width - len(p):], top) for row, p in enumerate(prefixes)] \
+            if echo else []
+        return heads, out.logits[:, -1].float(), out.past_key_values, mask
+
+    def _tail_pass(self, tails: list[list[int]], prefix_rows: list[int], cache: Any, mask: Any, top: int) -> list[Scored]:
+        """Tokens 2.. of each tail (right-padded: pads follow every real token, so causal attention
+        keeps them out) on a copy of its prefix's cache row."""
+        import torch
+
+        dev = self.device
+        width = max(len(t) for t in tails) - 1
+        index = torch.tensor(prefix_rows, device=dev)
+        ids = torch.full((len(tails), width), self.pad_id, dtype=torch.long)
+        tail_mask = torch.zeros((len(tails), width), dtype=torch.long)
+        for row, tail in enumerate(tails):
+            ids[row, : len(tail) - 1] = torch.tensor(tail[:-1], dtype=torch.long)
+            tail_mask[row, : len(tail) - 1] = 1
+        rows_mask = mask[index]
+        full_mask = torch.cat([rows_mask, tail_mask.to(dev)], dim=1)
+        positions = rows_mask.sum(-1, keepdim=True) + torch.arange(width, device=dev)[None, :]
+        logits = self.model(input_ids=ids.to(dev), attention_mask=full_mask, position_ids=positions,
+                            past_key_values=_cache_rows(cache, index)).logits.float()
+        return [self._predicted(tail[1:], logits[row, : len(tail) - 1], top) for row, tail in enumerate(tails)]
 
     def _scored(self, seq: list[int], logits: Any, top: int) -> Scored:
+        """`seq` scored from its own logits (row k predicts token k + 1; the first token has none)."""
+        if len(seq) < 2:
+            return Scored(list(seq), [None] * len(seq), [None] * len(seq), [True] * len(seq))
+        rest = self._predicted(seq[1:], logits[: len(seq) - 1], top)
+        return Scored(list(seq), [None, *rest.logprobs], [None, *rest.top], [True, *rest.greedy])
+
+    @staticmethod
+    def _predicted(targets: list[int], logits: Any, top: int) -> Scored:
+        """`targets` scored where logits row k predicts targets[k]: each log-prob, the `top` most likely
+        (always with the actual token) and whether it is the argmax."""
         import torch
 
         logits = logits.float()
-        n = len(seq)
-        if n < 2:
-            return Scored(list(seq), [None] * n, [None] * n, [True] * n)
-        target = torch.tensor(seq[1:], device=logits.device)
-        lse = torch.logsumexp(logits[:-1], dim=-1)
-        lp = logits[:-1].gather(-1, target[:, None])[:, 0] - lse
-        greedy = (logits[:-1].argmax(-1) == target).tolist()
-        tops: list[dict[int, float] | None] = [None]
+        target = torch.tensor(targets, device=logits.device)
+        lse = torch.logsumexp(logits, dim=-1)
+        lp = (logits.gather(-1, target[:, None])[:, 0] - lse).tolist()
+        greedy = (logits.argmax(-1) == target).tolist()
+        tops: list[dict[int, float] | None] = []
         if top > 0:
-            values, indices = logits[:-1].topk(top, dim=-1)
+            values, indices = logits.topk(top, dim=-1)
             values = values - lse[:, None]
-            for pos in range(n - 1):
+            for pos, token in enumerate(targets):
                 entry = dict(zip(indices[pos].tolist(), values[pos].tolist(), strict=True))
-                entry[seq[pos + 1]] = float(lp[pos])
+                entry[token] = lp[pos]
                 tops.append(entry)
         else:
-            tops.extend({seq[pos + 1]: float(lp[pos])} for pos in range(n - 1))
-        return Scored(list(seq), [None, *lp.tolist()], tops, [True, *greedy])
+            tops.extend({token: lp[pos]} for pos, token in enumerate(targets))
+        return Scored(list(targets), lp, tops, greedy)
 
     # -- generation --------------------------------------------------------------------------------
     def generate_batch(self, requests: Sequence[GenerationRequest], adapter: str | None = None) -> list[Generation]:

@@ -82,6 +82,9 @@ def deployment_options(cfg: Any, name: str) -> dict[str, Any]:
         # Let overflow reach the replica, which refuses it fast (503) rather than queueing it unseen.
         "max_ongoing_requests": s.max_queued + 8,
         "max_queued_requests": s.max_queued,
+        "health_check_period_s": s.health_check_period_s,
+        "health_check_timeout_s": s.health_check_timeout_s,
+        "graceful_shutdown_timeout_s": s.graceful_shutdown_timeout_s,
     }
     if s.max_replicas:
         options["autoscaling_config"] = {"min_replicas": s.replicas, "max_replicas": max(s.max_replicas, s.replicas),

@@ -90,7 +90,8 @@ class ModelServer:
         self.interruptible = install_checkpoints(self.engine)
         if settings["backend"] == "hf":  # vLLM batches concurrent requests itself
             self.engine = BatchedEngine(self.engine)
-        self.counts = {"in_flight": 0, "served": 0, "cancelled": 0, "timed_out": 0}
+        self.counts = {"in_flight": 0, "served": 0, "cancelled": 0, "timed_out": 0, "engine_failed": 0}
+        self.failure: str | None = None  # set once the engine fails: the health check then fails
 
     def _adapter(self, model: str) -> str | None:
         return None if model == self.name else model
@@ -103,6 +104,8 @@ class ModelServer:
         self.counts[kind] += 1
 
     async def _run(self, fn: Any, *args: Any) -> dict[str, Any]:
+        if self.failure is not None:
+            return self._engine_failed()
         if self.counts["in_flight"] - 1 >= self.settings["max_queued"]:
             return {"status": 503, "body": error_body(503, "the model's request queue is full; retry later",
                                                       "server_overloaded", code="queue_full")}
@@ -120,11 +123,27 @@ class ModelServer:
         except TimedOut as err:
             return {"status": 408, "body": error_body(408, f"{err}; ask for fewer tokens or prompts",
                                                       code="request_timeout")}
+        except Cancelled:  # stopped for a client that has gone: nobody reads this
+            return {"status": 408, "body": error_body(408, "the request was cancelled", code="cancelled")}
+        except KeyError as err:  # an adapter this replica does not hold
+            return {"status": 404, "body": error_body(404, f"no adapter {err} on this replica", code="model_not_found")}
         except (ValueError, OverflowError, IndexError) as err:
             # The engine refused what the schema let through: the request's fault, said plainly.
             return {"status": 400, "body": error_body(400, f"the engine cannot serve this request: "
                                                       f"{type(err).__name__}: {err}", code="engine_refused")}
+        except Exception as err:  # noqa: BLE001 - the engine itself failed (a device error, a dead vLLM core)
+            self.failure = f"{type(err).__name__}: {err}"[:500]
+            print(f"serve: the engine of {self.name} failed ({self.failure}); this replica reports unhealthy "
+                  "and Serve replaces it", flush=True)
+            return self._engine_failed()
         return self._sized(body)
+
+    def _engine_failed(self) -> dict[str, Any]:
+        """Retryable: another replica, or this one's replacement, serves the request."""
+        self.counts["engine_failed"] += 1
+        return {"status": 503, "body": error_body(503, "the model's engine failed on this replica, which is being "
+                                                  "replaced; retry later", "server_overloaded",
+                                                  code="engine_failed")}
 
     def _sized(self, body: dict[str, Any]) -> dict[str, Any]:
         size = len(json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode())
@@ -143,11 +162,19 @@ class ModelServer:
 
     def info(self) -> dict[str, Any]:
         return {"context_length": self.engine.context_length, "interruptible": self.interruptible, "pid": os.getpid(),
-                **self.counts}
+                "failure": self.failure, **self.counts}
 
     def check_health(self) -> None:
-        if self.engine is None:
-            raise RuntimeError("engine not loaded")
+        """Serve calls this every `serve.health_check_period_s`; raising gets the replica replaced. The
+        engine is unhealthy once a call failed inside it, or when a one-token canary fails while the
+        replica is idle (a busy replica's engine is proving itself on real requests)."""
+        if self.failure is None and self.counts["in_flight"] == 0:
+            try:
+                self.engine.score([[0, 0]])
+            except Exception as err:  # noqa: BLE001
+                self.failure = f"health canary: {type(err).__name__}: {err}"[:500]
+        if self.failure is not None:
+            raise RuntimeError(f"the engine of {self.name} failed: {self.failure}")
 
 
 app = FastAPI(title="kale-ray", docs_url=None, redoc_url=None)

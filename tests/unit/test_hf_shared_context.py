@@ -52,3 +52,41 @@ def test_adapter_changes_scores(engine):
     pairs = _pairs()[:4]
     base, tuned = engine.loglikelihood(pairs), engine.loglikelihood(pairs, "a")
     assert all(abs(b[0] - t[0]) > 1e-3 for b, t in zip(base, tuned, strict=True))
+
+
+def _reference(engine, seq, adapter):
+    """Whole-sequence log-probs straight from the model, in plain torch."""
+    import torch
+
+    with torch.no_grad(), engine._use(adapter):
+        logits = engine.model(input_ids=torch.tensor([seq])).logits[0].float()
+    lp = torch.log_softmax(logits[:-1], -1).gather(-1, torch.tensor(seq[1:])[:, None])[:, 0]
+    return lp.tolist(), (logits[:-1].argmax(-1) == torch.tensor(seq[1:])).tolist()
+
+
+@pytest.mark.parametrize("adapter", [None, "a"])
+def test_echo_scoring_on_shared_prefixes_equals_each_sequence_alone(engine, adapter):
+    """The served echo path: a request's options (and several requests' items, coalesced) share their
+    question's forward; every token's log-prob, top-k and greedy flag equal the whole sequence's."""
+    seqs = [engine.encode(c + x) for c, x in _pairs()[:6]]  # two questions' options, interleaved below
+    seqs = [seqs[0], seqs[4], seqs[1], seqs[2], seqs[5], seqs[3], engine.encode("Hello there, my friend."), engine.encode("x")[:1]]
+    scored = engine.score(seqs, adapter, top=3)
+    assert [s.ids for s in scored] == seqs
+    for seq, one in zip(seqs, scored, strict=True):
+        assert one.logprobs[0] is None and one.greedy[0] is True
+        if len(seq) < 2:
+            continue
+        lps, greedy = _reference(engine, seq, adapter)
+        assert one.logprobs[1:] == pytest.approx(lps, rel=2e-5, abs=1e-4)
+        assert one.greedy[1:] == greedy
+        for pos in range(1, len(seq)):
+            assert seq[pos] in one.top[pos] and len(one.top[pos]) in (3, 4)
+            assert max(one.top[pos].values()) >= one.logprobs[pos] - 1e-6
+    groups = [sorted(m) for _, m in hf_shared_prefixes(seqs)]
+    assert sorted(map(tuple, groups)) == sorted([(0, 2, 3, 5), (1, 4), (6,)])  # options of a question together
+
+
+def hf_shared_prefixes(seqs):
+    from kale_ray.engines.hf import _shared_prefixes
+
+    return _shared_prefixes(seqs)
