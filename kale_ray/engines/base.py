@@ -63,7 +63,12 @@ class EngineBase:
         return list(self.tokenizer(text, add_special_tokens=False).input_ids)
 
     def token_text(self, token_id: int) -> str:
-        return self.tokenizer.decode([token_id])
+        """A token's own text (echo and logprobs answers name every token: cached per engine)."""
+        cache: dict[int, str] = self.__dict__.setdefault("_token_texts", {})
+        text = cache.get(token_id)
+        if text is None:
+            text = cache[token_id] = self.tokenizer.decode([token_id])
+        return text
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids))

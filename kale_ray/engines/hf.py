@@ -26,7 +26,8 @@ from kale_ray.engines.loading import (
     resolve_checkpoint,
 )
 
-CONT_CHUNK_TOKENS = 1024  # continuation tokens per forward when scoring on a shared context
+CONT_CHUNK_TOKENS = 2048  # continuation tokens per forward when scoring on a shared context
+MAX_PADDING = 0.2  # the most a forward's padded tokens may be pads
 LOGIT_ELEMENTS = 2**27  # at most this many logits (512 MB in fp32) held by one scoring forward
 
 
@@ -54,8 +55,9 @@ class _Group:
 def _shared_prefixes(seqs: Sequence[Sequence[int]]) -> list[tuple[list[int], list[int]]]:
     """(prefix, member indices) covering every sequence of two or more tokens, each prefix shorter
     than its members. Sorted order puts sequences with a common prefix next to each other; one joins
-    the group before it while it shares at least half of the group's prefix (a question's options share
-    all of it; two questions share only the format's first words and stay apart)."""
+    the group before it when that saves tokens: its m members then share `shared` tokens instead of
+    m - 1 of them sharing the whole prefix (a question's options share all of it and join; another
+    question shares only the format's first words, and joining would lengthen every member's tail)."""
     groups: list[tuple[list[int], list[int]]] = []
     for i in sorted((i for i, s in enumerate(seqs) if len(s) >= 2), key=lambda i: list(seqs[i])):
         head = list(seqs[i][:-1])
@@ -66,7 +68,7 @@ def _shared_prefixes(seqs: Sequence[Sequence[int]]) -> list[tuple[list[int], lis
                 if a != b:
                     break
                 shared += 1
-            if shared >= max(1, len(prefix) // 2):
+            if shared and len(members) * shared > (len(members) - 1) * len(prefix):
                 del prefix[shared:]
                 members.append(i)
                 continue
@@ -116,16 +118,23 @@ class HFEngine(EngineBase):
 
     def _batches(self, lengths: Sequence[int], max_tokens: int | None = None) -> list[list[int]]:
         """Indices grouped longest first into batches of at most `max_batch_seqs` rows and
-        `max_tokens` (default `max_batch_tokens`) padded tokens (a longer row goes alone)."""
+        `max_tokens` (default `max_batch_tokens`) padded tokens (a longer row goes alone), at most
+        `MAX_PADDING` of them pads: on a CPU a forward costs its padded tokens, so rows of very
+        different lengths go in different forwards."""
         budget = self.max_batch_tokens if max_tokens is None else max_tokens
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
         batches: list[list[int]] = []
+        real = 0
         for i in order:
-            if batches and len(batches[-1]) < self.max_batch_seqs \
-                    and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= budget:
-                batches[-1].append(i)
-            else:
-                batches.append([i])
+            if batches:
+                rows, width = len(batches[-1]) + 1, lengths[batches[-1][0]]
+                if rows <= self.max_batch_seqs and rows * width <= budget \
+                        and real + lengths[i] >= (1 - MAX_PADDING) * rows * width:
+                    batches[-1].append(i)
+                    real += lengths[i]
+                    continue
+            batches.append([i])
+            real = lengths[i]
         return batches
 
     # -- adapters ----------------------------------------------------------------------------------
@@ -211,12 +220,10 @@ class HFEngine(EngineBase):
             tails: dict[tuple[int, int], Scored] = {}
             for (b, j) in rows:  # the first tail token comes from the prefix's last logits
                 tails[(b, j)] = self._predicted(chosen[b].tails[j][:1], first[b][None], top)
-            longer = sorted((r for r in rows if len(chosen[r[0]].tails[r[1]]) > 1),
-                            key=lambda r: -len(chosen[r[0]].tails[r[1]]))
-            while longer:
-                width = len(chosen[longer[0][0]].tails[longer[0][1]]) - 1
-                n_rows = max(1, min(self.max_batch_seqs, min(CONT_CHUNK_TOKENS, logit_tokens) // width))
-                chunk, longer = longer[:n_rows], longer[n_rows:]
+            longer = [r for r in rows if len(chosen[r[0]].tails[r[1]]) > 1]
+            widths = [len(chosen[b].tails[j]) - 1 for b, j in longer]
+            for part in self._batches(widths, min(CONT_CHUNK_TOKENS, logit_tokens)):
+                chunk = [longer[k] for k in part]
                 scored = self._tail_pass([chosen[b].tails[j] for b, j in chunk], [b for b, _ in chunk], cache, mask,
                                          top)
                 for key, more in zip(chunk, scored, strict=True):

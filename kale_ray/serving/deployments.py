@@ -8,10 +8,12 @@ response size (400); a client that disconnects stops its work. docs/stages/serve
 """
 
 import asyncio
+import functools
 import hmac
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -92,6 +94,9 @@ class ModelServer:
             self.engine = BatchedEngine(self.engine)
         self.counts = {"in_flight": 0, "served": 0, "cancelled": 0, "timed_out": 0, "engine_failed": 0}
         self.failure: str | None = None  # set once the engine fails: the health check then fails
+        # A thread per admitted request (asyncio's default pool has cores + 4): they wait in the batcher,
+        # so every request queued on this replica can join the next batch.
+        self.threads = ThreadPoolExecutor(max_workers=settings["max_queued"] + 8, thread_name_prefix="kale-engine")
 
     def _adapter(self, model: str) -> str | None:
         return None if model == self.name else model
@@ -111,7 +116,8 @@ class ModelServer:
                                                       "server_overloaded", code="queue_full")}
         control = RequestControl(self.settings["request_timeout_s"])
         self.counts["in_flight"] += 1
-        work = asyncio.ensure_future(asyncio.to_thread(run_controlled, control, fn, *args))
+        call = functools.partial(run_controlled, control, fn, *args)
+        work = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(self.threads, call))
         work.add_done_callback(self._finished)
         try:
             body = await asyncio.shield(work)
