@@ -27,6 +27,10 @@ class EvalConfig(BaseModel):
                                 "The thread count moves log-likelihoods by float rounding: fix it to score alike on "
                                 "machines with different core counts.")
     concurrency: int = Field(8, ge=1, description="Requests in flight when scoring through the Serve API.")
+    prompts_per_request: int = Field(
+        16, ge=1, description="Prompts one scoring request to a served model carries: whole items (a question's "
+                              "options), as many as fit (one item alone may carry more). At most the server's "
+                              "serve.max_prompts.")
     request_timeout_s: float = Field(300.0, gt=0, description="Timeout of one request to a served model.")
     max_retries: int = Field(
         6, ge=0, description="Retries of a failed request to a served model (connection error, timeout, 5xx).")

@@ -55,19 +55,21 @@ class LocalScorer:
 
 
 class APIScorer:
-    """Scores through `/v1/completions` with echo + logprobs: one request per item (all its options as
-    a prompt list), `concurrency` requests in flight, kale_ray.http_retry's policy: a busy server is
-    waited out within `busy_wait_s`, a failed request (connection reset, 500 from a dying replica,
-    timeout) retried `max_retries` times."""
+    """Scores through `/v1/completions` with echo + logprobs: whole items (all options of a question)
+    packed into requests of at most `prompts_per_request` prompts (fewer round trips, and the server
+    runs each question's context once for its options), `concurrency` requests in flight,
+    kale_ray.http_retry's policy: a busy server is waited out within `busy_wait_s`, a failed request
+    (connection reset, 500 from a dying replica, timeout) retried `max_retries` times."""
 
     def __init__(self, spec: str, concurrency: int = 8, timeout_s: float = 300.0, max_retries: int = 6,
-                 api_key: str | None = None, busy_wait_s: float = 600.0) -> None:
+                 api_key: str | None = None, busy_wait_s: float = 600.0, prompts_per_request: int = 16) -> None:
         import requests
 
         base, _, model = spec.partition("#")
         self.base = base.rstrip("/")
         self.model = model or None
         self.timeout_s, self.max_retries, self.busy_wait_s = timeout_s, max_retries, busy_wait_s
+        self.prompts_per_request = prompts_per_request
         self.pool = ThreadPoolExecutor(max_workers=concurrency)
         self.session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(pool_connections=concurrency, pool_maxsize=concurrency)
@@ -95,7 +97,7 @@ class APIScorer:
             raise ScoringError(f"POST {self.base}{path}: {out.response.status_code} {out.response.text[:300]}")
         raise ScoringError(f"POST {self.base}{path}: {out.error}")
 
-    def _item_lls(self, group: list[tuple[str, str]]) -> list[float]:
+    def _request_lls(self, group: list[tuple[str, str]]) -> list[float]:
         out = self.post("/completions", {"prompt": [c + x for c, x in group], "max_tokens": 0, "echo": True,
                                          "logprobs": 0, "temperature": 0})
         choices = sorted(out["choices"], key=lambda c: c["index"])
@@ -104,14 +106,7 @@ class APIScorer:
         return [continuation_logprob(ch.get("logprobs"), len(ctx)) for ch, (ctx, _) in zip(choices, group, strict=True)]
 
     def loglikelihood(self, pairs: list[tuple[str, str]]) -> list[float]:
-        # Options of one question share a context: send them in one request.
-        groups: list[list[tuple[str, str]]] = []
-        for pair in pairs:
-            if groups and groups[-1][0][0] == pair[0]:
-                groups[-1].append(pair)
-            else:
-                groups.append([pair])
-        results = self.pool.map(self._item_lls, groups)
+        results = self.pool.map(self._request_lls, pack_items(pairs, self.prompts_per_request))
         return [ll for lls in results for ll in lls]
 
     def generate(self, prompts: list[str], max_tokens: int, stop: list[str]) -> list[str]:
@@ -125,6 +120,25 @@ class APIScorer:
     def close(self) -> None:
         self.pool.shutdown(wait=True)
         self.session.close()
+
+
+def pack_items(pairs: list[tuple[str, str]], limit: int) -> list[list[tuple[str, str]]]:
+    """Consecutive pairs in requests of at most `limit` pairs, an item (consecutive pairs with one
+    context: a question's options) kept in one request, so the server shares its context; an item
+    larger than `limit` (the known&incorrect probe's sentences all follow one prefix) is cut in parts."""
+    items: list[list[tuple[str, str]]] = []
+    for pair in pairs:
+        if items and items[-1][0][0] == pair[0] and len(items[-1]) < limit:
+            items[-1].append(pair)
+        else:
+            items.append([pair])
+    requests: list[list[tuple[str, str]]] = []
+    for item in items:
+        if requests and len(requests[-1]) + len(item) <= limit:
+            requests[-1].extend(item)
+        else:
+            requests.append(list(item))
+    return requests
 
 
 def continuation_logprob(logprobs: dict[str, Any] | None, context_chars: int) -> float:
@@ -150,7 +164,7 @@ def open_scorer(spec: str, cfg: Any) -> Scorer:  # cfg: KaleConfig
     if is_served(spec):
         key = os.environ.get(cfg.eval.api_key_env) if cfg.eval.api_key_env else None
         return APIScorer(spec, cfg.eval.concurrency, cfg.eval.request_timeout_s, cfg.eval.max_retries, key,
-                         cfg.eval.busy_wait_s)
+                         cfg.eval.busy_wait_s, cfg.eval.prompts_per_request)
     if cfg.eval.threads is not None:
         # The CPU thread count changes the order of float reductions, so log-likelihoods (by ~1e-5 on
         # SmolLM2) and near-tied predictions differ between machines with different core counts.

@@ -61,7 +61,7 @@ def test_a_replica_whose_engine_failed_is_replaced_and_scoring_is_unchanged(ray_
     cfg = _cfg(smollm2_path, "serve.replica_cpus=0.5", "serve.health_check_period_s=2",
                "serve.health_check_timeout_s=20")
     with running_app(cfg, "enginefault") as base:
-        scorer = APIScorer(f"{base}/v1#base", concurrency=2, timeout_s=120, busy_wait_s=240)
+        scorer = APIScorer(f"{base}/v1#base", concurrency=2, timeout_s=120, busy_wait_s=240, prompts_per_request=4)
         before = scorer.loglikelihood(PAIRS)
         (actor,) = _replica_actors("enginefault")
         old_pid = ray.get(actor.__ray_call__.remote(_break_engine))
@@ -104,7 +104,7 @@ def test_requests_in_flight_during_a_scale_down_finish_or_get_a_retryable_503(ra
         clients = [threading.Thread(target=raw_client, daemon=True) for _ in range(3)]
         for c in clients:
             c.start()
-        scorer = APIScorer(f"{base}/v1#base", concurrency=3, timeout_s=120, busy_wait_s=240)
+        scorer = APIScorer(f"{base}/v1#base", concurrency=3, timeout_s=120, busy_wait_s=240, prompts_per_request=4)
         results: list[list[float]] = []
         scoring = threading.Thread(target=lambda: results.extend(scorer.loglikelihood(PAIRS) for _ in range(3)))
         scoring.start()

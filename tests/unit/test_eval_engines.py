@@ -48,3 +48,16 @@ def test_serve_options_from_config():
     dup = load_config(None, ['serve.models=[{name: a, path: p, adapters: {a: x}}]'])
     with pytest.raises(ConfigError, match="unique"):
         served_models(dup)
+
+
+def test_scoring_requests_carry_whole_items_up_to_the_limit():
+    from kale_ray.eval.scorers import pack_items
+
+    pairs = [("q1", f" {o}") for o in "abcd"] + [("q2", " x"), ("q2", " y")] + [("q3", f" {o}") for o in "abcde"] \
+        + [("q4", " z")]
+    packed = pack_items(pairs, 6)
+    assert [len(r) for r in packed] == [6, 6]  # q1+q2 | q3+q4: q3 does not fit beside q1+q2
+    assert [p for r in packed for p in r] == pairs  # order kept, nothing lost or repeated
+    assert [len(r) for r in pack_items(pairs, 3)] == [3, 3, 3, 3]  # an item over the limit is cut: q1 3+1, ...
+    assert [len(r) for r in pack_items([("p", f" s{i}") for i in range(150)], 64)] == [64, 64, 22]
+    assert [len(r) for r in pack_items(pairs, 100)] == [12]
