@@ -51,20 +51,25 @@ def test_served_eval_equals_in_process_item_by_item(ray_local, models, smollm2_p
     from ray import serve
 
     rows = load_benchmark("arc-easy", data_root, "test").slice(0, 6)
-    rows = pa.concat_tables([rows])
-    common = [f"model.name_or_path={smollm2_path}", "eval.known_incorrect=false", "eval.concurrency=4",
+    # known&incorrect probes: every item's fact-check sentences follow one prefix, more sentences than a
+    # request may carry (eval.prompts_per_request=4), so the scorer must cut them into several requests
+    probes = pa.Table.from_pylist([{"id": r["id"], "path_texts": [f"The answer is {r['gold_text']}."],
+                                    "rationale": None} for r in rows.to_pylist()])
+    common = [f"model.name_or_path={smollm2_path}", "eval.concurrency=4", "eval.prompts_per_request=4",
               "serve.replica_cpus=0.5", "serve.ingress_cpus=0.05"]
-    served_out = run_eval(load_config(None, common), models, tmp_path / "served", rows=rows)
+    served_out = run_eval(load_config(None, common), models, tmp_path / "served", rows=rows, probes=probes)
     log = capsys.readouterr().out
     assert "deploying 2 model(s) with 1 adapter(s) on Ray Serve" in log
     assert not serve.status().applications or all("-eval-" not in n for n in serve.status().applications)
-    local_out = run_eval(load_config(None, [*common, "eval.engine=local"]), models, tmp_path / "local", rows=rows)
+    local_out = run_eval(load_config(None, [*common, "eval.engine=local"]), models, tmp_path / "local", rows=rows,
+                         probes=probes)
     for method in models:
         served, local = _preds(served_out, method), _preds(local_out, method)
         assert [p["id"] for p in served] == [p["id"] for p in local]
         for s, loc in zip(served, local, strict=True):
             assert s["lls"] == pytest.approx(loc["lls"], abs=1e-4)
             assert s["pred"] == loc["pred"]
+            assert s["known"] is not None and s["known"] == loc["known"]
     # the adapter is really applied: its scores differ from the base's
     assert _preds(served_out, "KALE")[0]["lls"] != pytest.approx(_preds(served_out, "Vanilla")[0]["lls"], abs=1e-3)
 
