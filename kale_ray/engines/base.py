@@ -17,6 +17,11 @@ class Scored:
     top: list[dict[int, float] | None]  # the `top` most likely ids at each position (with the actual one)
     greedy: list[bool]
 
+    def then(self, more: Scored) -> Scored:
+        """This sequence followed by `more`, scored where it left off (a prefix and its tail)."""
+        return Scored(self.ids + more.ids, self.logprobs + more.logprobs, self.top + more.top,
+                      self.greedy + more.greedy)
+
 
 @dataclass
 class GenerationRequest:

@@ -5,7 +5,10 @@ Adapters are loaded once into one peft model and chosen per call; calls are seri
 because switching the active adapter is shared state. Generation is batched: prompts of any lengths
 decode together on one key/value cache (left-padded, positions from the attention mask, as
 transformers' `generate` does), each with its own sampling settings, stop strings and token budget; a
-finished row leaves the batch.
+finished row leaves the batch. Scoring runs a shared prefix once (a question's context before its
+options): the prefixes of many questions in one left-padded forward, then every option's tail on its
+prefix's cache rows. On a CPU a forward costs its padded tokens, on any device each forward reads every
+weight, so both fewer tokens and fewer, fuller forwards count.
 """
 
 from __future__ import annotations
@@ -172,13 +175,12 @@ class HFEngine(EngineBase):
             groups.append(_Group(prefix, [seqs[i][len(prefix):] for i in members], members))
         for i, seq in enumerate(seqs):
             if len(seq) < 2:
-                results[i] = Scored(list(seq), [None] * len(seq), [None] * len(seq), [True] * len(seq))
+                results[i] = self._scored(seq, None, top)  # nothing to score
         with self._lock, torch.no_grad(), self._use(adapter):
             for group, head, tails in self._run_groups(groups, echo=True, top=top):
                 assert head is not None
                 for i, tail in zip(group.members, tails, strict=True):
-                    results[i] = Scored(head.ids + tail.ids, head.logprobs + tail.logprobs, head.top + tail.top,
-                                        head.greedy + tail.greedy)
+                    results[i] = head.then(tail)
         return [r for r in results if r is not None]
 
     def loglikelihood(self, pairs: list[tuple[str, str]], adapter: str | None = None) -> list[tuple[float, bool]]:
@@ -227,9 +229,7 @@ class HFEngine(EngineBase):
                 scored = self._tail_pass([chosen[b].tails[j] for b, j in chunk], [b for b, _ in chunk], cache, mask,
                                          top)
                 for key, more in zip(chunk, scored, strict=True):
-                    head = tails[key]
-                    tails[key] = Scored(head.ids + more.ids, head.logprobs + more.logprobs, head.top + more.top,
-                                        head.greedy + more.greedy)
+                    tails[key] = tails[key].then(more)
             for b, group in enumerate(chosen):
                 yield group, heads[b] if heads else None, [tails[(b, j)] for j in range(len(group.tails))]
 
