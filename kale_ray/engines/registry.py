@@ -14,8 +14,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kale_ray.artifacts import Manifest
-
 # The SmolLM2 instruct chat template (ChatML with a default system prompt), used when a GGUF
 # carries none.
 SMOLLM2_CHAT_TEMPLATE = (
@@ -69,6 +67,8 @@ def _gguf_file(entry: RegisteredModel) -> Path:
 def prepare_model(name: str = "smollm2-135m-instruct", cache_dir: Path | None = None,
                   force: bool = False, verify: bool = True) -> Path:
     """Convert a registered model once; later calls return the cached checkpoint at once."""
+    from kale_ray.artifacts import Manifest  # pyarrow: not needed to load an engine (bench/gpu_check.py)
+
     if name not in REGISTRY:
         raise ModelError(f"unknown registered model {name!r}; known: {', '.join(REGISTRY)}")
     entry = REGISTRY[name]
