@@ -61,7 +61,7 @@ class Pipeline:
 
 def run_pipeline(cfg) -> dict[str, Any]:  # noqa: ANN001 (KaleConfig)
     from kale_ray.data.stage import read_split, run_data_stage
-    from kale_ray.engines.registry import resolve_model
+    from kale_ray.engines.registry import resolve_model_in_task
     from kale_ray.eval.run import run_eval
     from kale_ray.kg.extract import run_paths_stage
     from kale_ray.kg.stage import run_kg_stage
@@ -73,7 +73,7 @@ def run_pipeline(cfg) -> dict[str, Any]:  # noqa: ANN001 (KaleConfig)
 
     init_ray(cfg.ray)
     p = Pipeline(cfg)
-    model = p.stage("model", lambda: resolve_model(cfg.model.name_or_path, cfg.model.cache_dir))
+    model = p.stage("model", lambda: resolve_model_in_task(cfg.model.name_or_path, cfg.model.cache_dir))
     data_dir = p.stage("data", lambda: run_data_stage(cfg))
     train_rows, test_rows = read_split(data_dir, "train"), read_split(data_dir, "test")
     sources: dict[str, Path] = {"data": data_dir}

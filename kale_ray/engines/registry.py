@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import platform
 import shutil
 import time
 from dataclasses import dataclass
@@ -73,8 +74,7 @@ def prepare_model(name: str = "smollm2-135m-instruct", cache_dir: Path | None = 
         raise ModelError(f"unknown registered model {name!r}; known: {', '.join(REGISTRY)}")
     entry = REGISTRY[name]
     target = prepared_path(name, cache_dir)
-    manifest = Manifest.read(target)
-    if manifest is not None and manifest.complete and not force:
+    if is_prepared(name, cache_dir) and not force:
         return target
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -94,7 +94,7 @@ def prepare_model(name: str = "smollm2-135m-instruct", cache_dir: Path | None = 
     Manifest(stage="model", config_hash=name,
              inputs={"package": entry.package, "gguf": gguf.name, "hub_id": entry.hub_id},
              extra={"verify_prompt": "What is the capital of France?", "verify_reply": reply,
-                    "seconds": round(time.monotonic() - start, 2)}).write(tmp)
+                    "seconds": round(time.monotonic() - start, 2), "node": platform.node(), "pid": os.getpid()}).write(tmp)
     shutil.rmtree(target, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, target)
@@ -128,6 +128,28 @@ def greedy_reply(path: Path | str, question: str, max_new_tokens: int = 24) -> s
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
     return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def is_prepared(name: str, cache_dir: Path | None = None) -> bool:
+    from kale_ray.artifacts import Manifest
+
+    manifest = Manifest.read(prepared_path(name, cache_dir))
+    return manifest is not None and manifest.complete
+
+
+def resolve_model_in_task(name_or_path: str, cache_dir: Path | None = None, num_cpus: float = 1.0) -> str:
+    """`resolve_model` for a driver: a registered model not prepared yet is converted, and its reply
+    checked (a model forward), in a Ray task of `num_cpus` CPUs, so the driver loads no model (on a
+    cluster it sits on a head node without GPUs). A prepared model, a path or a hub id returns at once;
+    without a Ray connection (`eval.engine=local` on a machine without Ray) it prepares in process."""
+    if name_or_path not in REGISTRY or is_prepared(name_or_path, cache_dir):
+        return resolve_model(name_or_path, cache_dir)
+    import ray
+
+    if not ray.is_initialized():
+        return resolve_model(name_or_path, cache_dir)
+    task = ray.remote(num_cpus=num_cpus)(resolve_model)
+    return str(ray.get(task.remote(name_or_path, cache_dir)))
 
 
 def resolve_model(name_or_path: str, cache_dir: Path | None = None) -> str:

@@ -94,16 +94,16 @@ def serving(cfg: Any, models: dict[str, str]) -> Iterator[dict[str, str]]:  # cf
     from ray import serve
 
     from kale_ray.config.serve import ServedModel
-    from kale_ray.engines.registry import resolve_model
+    from kale_ray.engines.registry import resolve_model_in_task
     from kale_ray.ray_utils import init_ray
     from kale_ray.serving.app import build_app
 
-    base = resolve_model(cfg.model.name_or_path, cfg.model.cache_dir)  # the pipeline's model stage prepared it
+    init_ray(cfg.ray)
+    base = resolve_model_in_task(cfg.model.name_or_path, cfg.model.cache_dir)  # the pipeline's model stage prepared it
     entries, names = served_layout(base, models, frozenset({cfg.model.name_or_path}))
     if not entries:
         yield dict(models)
         return
-    init_ray(cfg.ray)
     tag = hashlib.sha256(repr(entries).encode()).hexdigest()[:8]
     app_name = f"{cfg.serve.app_name}-eval-{tag}"
     app_cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={

@@ -116,10 +116,10 @@ def stage_hash(cfg: Any, rows: pa.Table, model_path: str) -> str:
 
 def run_hidden_stage(cfg: Any, rows: pa.Table, out: Path, model_path: str | None = None) -> Path:
     """Hidden states of `rows` (unique ids) into `out`; resumes, skips when complete for this config."""
-    from kale_ray.engines.registry import resolve_model
+    from kale_ray.engines.registry import resolve_model_in_task
 
     out = Path(out)
-    model_path = str(model_path or resolve_model(cfg.model.name_or_path, cfg.model.cache_dir))
+    model_path = str(model_path or resolve_model_in_task(cfg.model.name_or_path, cfg.model.cache_dir))
     config_hash = stage_hash(cfg, rows, model_path)
     pending = pending_rows(out, "probe-hidden", config_hash, rows)
     if pending is None:

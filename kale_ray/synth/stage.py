@@ -52,9 +52,9 @@ def writer_model(cfg: Any) -> str | None:
         return None
     if cfg.synth.backend == "openai":
         return name
-    from kale_ray.engines.registry import resolve_model
+    from kale_ray.engines.registry import resolve_model_in_task
 
-    return resolve_model(name, cfg.model.cache_dir)
+    return resolve_model_in_task(name, cfg.model.cache_dir)
 
 
 # Settings that change what is written. How it is run (workers, batch size, endpoint URL, retries,

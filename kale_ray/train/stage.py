@@ -80,7 +80,7 @@ def _run_key(cfg: Any, method: str, data_dir: Path) -> str:
 
 
 def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = None) -> Path:  # noqa: C901
-    from kale_ray.engines.registry import resolve_model
+    from kale_ray.engines.registry import resolve_model_in_task
     from kale_ray.ray_utils import init_ray
 
     if method not in TRAINER_METHODS:
@@ -103,7 +103,7 @@ def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = No
     atomic_write_json(key_file, {"key": key})
 
     started = time.monotonic()
-    model_path = resolve_model(cfg.model.name_or_path, cfg.model.cache_dir)
+    model_path = resolve_model_in_task(cfg.model.name_or_path, cfg.model.cache_dir)
     from kale_ray.engines.loading import load_tokenizer
 
     tokenizer = load_tokenizer(model_path)
