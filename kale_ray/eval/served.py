@@ -96,7 +96,7 @@ def serving(cfg: Any, models: dict[str, str]) -> Iterator[dict[str, str]]:  # cf
     from kale_ray.config.serve import ServedModel
     from kale_ray.engines.registry import resolve_model_in_task
     from kale_ray.ray_utils import init_ray
-    from kale_ray.serving.app import build_app
+    from kale_ray.serving.app import build_app, check_fits
 
     init_ray(cfg.ray)
     base = resolve_model_in_task(cfg.model.name_or_path, cfg.model.cache_dir)  # the pipeline's model stage prepared it
@@ -104,6 +104,7 @@ def serving(cfg: Any, models: dict[str, str]) -> Iterator[dict[str, str]]:  # cf
     if not entries:
         yield dict(models)
         return
+    check_fits(cfg, len(entries))
     tag = hashlib.sha256(repr(entries).encode()).hexdigest()[:8]
     app_name = f"{cfg.serve.app_name}-eval-{tag}"
     app_cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={

@@ -5,6 +5,7 @@ or autoscaling from `serve`), behind one OpenAI-compatible ingress. `serve/app.p
 from __future__ import annotations
 
 import ipaddress
+import os
 from typing import Any
 
 from kale_ray.config import ConfigError
@@ -44,6 +45,28 @@ def check_exposure(cfg: Any, host: str | None = None) -> None:
     raise ConfigError(f"serve: refusing to serve on {host!r} (not a loopback address) without an API key: set "
                       "serve.api_key_file (a secret file on every node) or serve.api_key_env (a variable set on "
                       "every node), or serve.allow_unauthenticated=true to expose it to anyone who can reach it")
+
+
+def check_fits(cfg: Any, n_models: int) -> None:
+    """Every replica (`serve.replicas` of each of `n_models` models) and the ingress must fit the
+    cluster's CPUs and GPUs at once, or `serve.run` waits for resources that never come. A cluster kale-ray
+    started itself has a fixed size: refuse up front, saying what fits. A cluster joined by address may
+    autoscale: warn only."""
+    import ray
+
+    s = cfg.serve
+    need = {"CPU": n_models * s.replicas * s.replica_cpus + s.ingress_cpus, "GPU": n_models * s.replicas * s.replica_gpus}
+    have = ray.cluster_resources()
+    short = [f"{need[k]:g} {k}s (the cluster has {have.get(k, 0):g})" for k in need if need[k] > have.get(k, 0) + 1e-9]
+    if not short:
+        return
+    message = (f"serve: {n_models} model(s) x serve.replicas={s.replicas} replica(s) of serve.replica_cpus="
+               f"{s.replica_cpus:g} / serve.replica_gpus={s.replica_gpus:g}, plus the ingress, need "
+               f"{' and '.join(short)}: lower serve.replicas or the per-replica resources")
+    if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
+        print(f"{message}; waiting in case the cluster scales up", flush=True)
+        return
+    raise ConfigError(message)
 
 
 def bound_host(cfg: Any) -> str:
@@ -119,6 +142,7 @@ def run_server(cfg: Any, blocking: bool = True) -> str:
 
     check_exposure(cfg)  # before anything binds
     init_ray(cfg.ray)
+    check_fits(cfg, len(served_models(cfg)))
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
     serve.run(build_app(cfg), name=cfg.serve.app_name, route_prefix=cfg.serve.route_prefix)
     prefix = cfg.serve.route_prefix.rstrip("/")

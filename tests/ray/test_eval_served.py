@@ -130,3 +130,13 @@ def test_a_replica_killed_mid_evaluation_changes_no_result(ray_local, smollm2_pa
     assert [p["id"] for p in got] == [p["id"] for p in want]
     for s, loc in zip(got, want, strict=True):
         assert s["lls"] == pytest.approx(loc["lls"], abs=1e-4)
+
+
+def test_replicas_that_cannot_fit_the_local_cluster_are_refused_up_front(ray_local, models, smollm2_path, data_root,
+                                                                          tmp_path) -> None:
+    """Three one-CPU replicas on the 2-CPU test cluster would leave `serve.run` waiting forever."""
+    rows = load_benchmark("arc-easy", data_root, "test").slice(0, 2)
+    cfg = load_config(None, [f"model.name_or_path={smollm2_path}", "eval.known_incorrect=false",
+                             "serve.replicas=3", "serve.replica_cpus=1"])
+    with pytest.raises(ConfigError, match=r"need 3\.1 CPUs \(the cluster has 2\).*lower serve\.replicas"):
+        run_eval(cfg, {"Vanilla": models["Vanilla"]}, tmp_path / "out", rows=rows)
