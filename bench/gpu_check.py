@@ -139,6 +139,7 @@ def check_train_step(path: str, device: str) -> dict[str, Any]:
 def check_step_core(path: str, device: str) -> dict[str, Any]:
     """Without pydantic/pyarrow: the KA step's core as the trainer computes it, loss and gradients."""
     import torch
+    from peft import LoraConfig, get_peft_model
 
     from kale_ray.data.format import answer_text, prompt_text
     from kale_ray.engines.loading import load_causal_lm, load_tokenizer
@@ -147,8 +148,6 @@ def check_step_core(path: str, device: str) -> dict[str, Any]:
     tokenizer = load_tokenizer(path)
     out = {}
     for name, where, autocast in (("reference", "cpu", False), ("device", device, True)):
-        from peft import LoraConfig, get_peft_model
-
         torch.manual_seed(0)
         model = get_peft_model(load_causal_lm(path, dtype="float32"), LoraConfig(
             r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], init_lora_weights=False))

@@ -72,7 +72,8 @@ def main() -> int:
         a = [next(it_a) for _ in r["choices"]]
         b = [next(it_b) for _ in r["choices"]]
         same += a.index(max(a)) == b.index(max(b))
-    tokens = {"kale_ray": _our_tokens(ours.engine, pairs), "lm_eval": sum(len(s) for s in ours.engine.pair_sequences(pairs)[0])}
+    seqs, n_cont = ours.engine.pair_sequences(pairs)
+    tokens = {"kale_ray": _our_tokens(seqs, n_cont), "lm_eval": sum(len(s) for s in seqs)}
     med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items()}
     result = {"benchmark": args.benchmark, "items": len(rows), "options": len(pairs), "batch_size": args.batch_size,
               "threads": args.threads, "rounds": args.rounds,
@@ -90,9 +91,8 @@ def main() -> int:
     return 0 if max(diffs) < 1e-3 else 1
 
 
-def _our_tokens(engine, pairs: list[tuple[str, str]]) -> int:  # type: ignore[no-untyped-def]
+def _our_tokens(seqs: list[list[int]], n_cont: list[int]) -> int:
     """Tokens kale-ray's engine runs: each distinct context once, then each continuation but its last."""
-    seqs, n_cont = engine.pair_sequences(pairs)
     contexts = {tuple(s[: len(s) - n]) for s, n in zip(seqs, n_cont, strict=True)}
     return sum(len(c) for c in contexts) + sum(max(n - 1, 0) for n in n_cont)
 

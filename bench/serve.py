@@ -55,6 +55,7 @@ def main() -> int:
     from kale_ray.engines.registry import resolve_model
     from kale_ray.eval.metrics import mc_scores
     from kale_ray.eval.scorers import APIScorer, LocalScorer
+    from kale_ray.ray_utils import free_port
     from kale_ray.serving.app import build_app
 
     torch.set_num_threads(args.cpus)
@@ -78,11 +79,7 @@ def main() -> int:
 
     ray.init(address="local", num_cpus=args.cpus + 1, object_store_memory=500_000_000, include_dashboard=False,
              log_to_driver=False)
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     models = json.dumps([{"name": "base", "path": path, "adapters": {}}])
     serve.run(build_app(load_config(None, [f"serve.models={models}", f"serve.replica_cpus={args.cpus}"])),

@@ -7,6 +7,21 @@ import os
 from kale_ray.config.shared import RayConfig
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a Serve instance or a test server of our own)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cluster_address(cfg: RayConfig) -> str | None:
+    """The cluster to join (`ray.address`, else RAY_ADDRESS as under `ray job submit`); None: kale-ray
+    starts a local one, whose size is fixed."""
+    return cfg.address or os.environ.get("RAY_ADDRESS")
+
+
 def init_ray(cfg: RayConfig) -> None:
     """Join the cluster at `address` (or RAY_ADDRESS, as under `ray job submit`), else start a local one.
 
@@ -23,7 +38,7 @@ def init_ray(cfg: RayConfig) -> None:
     if ray.is_initialized():
         return
     runtime_env = {"env_vars": worker_env_vars()}
-    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    address = cluster_address(cfg)
     if address:
         ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
         return

@@ -142,8 +142,10 @@ def resolve_model_in_task(name_or_path: str, cache_dir: Path | None = None, num_
     checked (a model forward), in a Ray task of `num_cpus` CPUs, so the driver loads no model (on a
     cluster it sits on a head node without GPUs). A prepared model, a path or a hub id returns at once;
     without a Ray connection (`eval.engine=local` on a machine without Ray) it prepares in process."""
-    if name_or_path not in REGISTRY or is_prepared(name_or_path, cache_dir):
-        return resolve_model(name_or_path, cache_dir)
+    if name_or_path not in REGISTRY:
+        return name_or_path
+    if is_prepared(name_or_path, cache_dir):
+        return str(prepared_path(name_or_path, cache_dir))
     import ray
 
     if not ray.is_initialized():

@@ -55,14 +55,6 @@ def served_layout(base: str, models: dict[str, str], aliases: frozenset[str] = f
     return entries, names
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _serve_http() -> tuple[str, bool]:
     """The HTTP address of the Serve instance, and whether this call started it: a running instance is
     reused, else one starts on 127.0.0.1 and a free port (the stage's app is not for other clients, and
@@ -70,9 +62,11 @@ def _serve_http() -> tuple[str, bool]:
     from ray import serve
     from ray.serve.context import _get_global_client
 
+    from kale_ray.ray_utils import free_port
+
     started = _get_global_client(raise_if_no_controller_running=False) is None
     if started:
-        serve.start(http_options={"host": "127.0.0.1", "port": _free_port()}, logging_config=_logging())
+        serve.start(http_options={"host": "127.0.0.1", "port": free_port()}, logging_config=_logging())
     http = _get_global_client().http_config
     host = "127.0.0.1" if http.host in ("0.0.0.0", "::", "") else http.host
     return f"http://{host}:{http.port}", started

@@ -5,7 +5,6 @@ or autoscaling from `serve`), behind one OpenAI-compatible ingress. `serve/app.p
 from __future__ import annotations
 
 import ipaddress
-import os
 from typing import Any
 
 from kale_ray.config import ConfigError
@@ -54,6 +53,8 @@ def check_fits(cfg: Any, n_models: int) -> None:
     autoscale: warn only."""
     import ray
 
+    from kale_ray.ray_utils import cluster_address
+
     s = cfg.serve
     need = {"CPU": n_models * s.replicas * s.replica_cpus + s.ingress_cpus, "GPU": n_models * s.replicas * s.replica_gpus}
     have = ray.cluster_resources()
@@ -63,7 +64,7 @@ def check_fits(cfg: Any, n_models: int) -> None:
     message = (f"serve: {n_models} model(s) x serve.replicas={s.replicas} replica(s) of serve.replica_cpus="
                f"{s.replica_cpus:g} / serve.replica_gpus={s.replica_gpus:g}, plus the ingress, need "
                f"{' and '.join(short)}: lower serve.replicas or the per-replica resources")
-    if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
+    if cluster_address(cfg.ray):
         print(f"{message}; waiting in case the cluster scales up", flush=True)
         return
     raise ConfigError(message)

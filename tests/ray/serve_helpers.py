@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,12 +19,6 @@ def write_key_file(directory: Path, key: str = API_KEY) -> Path:
     path.write_text(key + "\n")
     path.chmod(0o600)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def make_lora_adapter(base: Path, out: Path) -> Path:

@@ -8,7 +8,8 @@ import textwrap
 
 import pytest
 
-from tests.ray.local_head import free_port, local_head
+from kale_ray.ray_utils import free_port
+from tests.ray.local_head import local_head
 
 pytestmark = pytest.mark.slow
 

@@ -10,10 +10,10 @@ import pytest
 import requests
 
 from kale_ray.config import load_config
+from kale_ray.ray_utils import free_port
 from tests.ray.serve_helpers import (
     API_KEY,
     GREEDY_PROMPT,
-    free_port,
     greedy_reference,
     make_lora_adapter,
     reference_models,

@@ -12,7 +12,8 @@ from kale_ray.cli import main
 from kale_ray.config import load_config
 from kale_ray.data.benchmarks import load_benchmark
 from kale_ray.data.format import prompt_text
-from tests.ray.serve_helpers import API_KEY, API_KEY_ENV, free_port, running_app, write_key_file
+from kale_ray.ray_utils import free_port
+from tests.ray.serve_helpers import API_KEY, API_KEY_ENV, running_app, write_key_file
 
 # Slow: served == in-process is also checked by tests/ray/test_eval_served.py in the default suite.
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

@@ -15,7 +15,8 @@ import requests
 from kale_ray.config import load_config
 from kale_ray.data.format import answer_text, prompt_text
 from kale_ray.eval.scorers import APIScorer
-from tests.ray.serve_helpers import free_port, running_app
+from kale_ray.ray_utils import free_port
+from tests.ray.serve_helpers import running_app
 
 pytestmark = pytest.mark.ray
 

@@ -17,7 +17,8 @@ import pytest
 import requests
 
 from kale_ray.config import load_config
-from tests.ray.serve_helpers import API_KEY, free_port, running_app, write_key_file
+from kale_ray.ray_utils import free_port
+from tests.ray.serve_helpers import API_KEY, running_app, write_key_file
 
 pytestmark = pytest.mark.ray
 

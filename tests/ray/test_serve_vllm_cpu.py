@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from kale_ray.ray_utils import free_port
 from tests.ray.serve_helpers import (
     GREEDY_PROMPT,
-    free_port,
     greedy_reference,
     make_lora_adapter,
     reference_models,

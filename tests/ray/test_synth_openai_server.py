@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from kale_ray.artifacts import Manifest, read_parts
 from kale_ray.config.synth import SynthConfig
+from kale_ray.ray_utils import free_port
 from kale_ray.synth.backends import make_backend
 from kale_ray.synth.rows import write_rationales
 from kale_ray.synth.stage import run_synth_stage
@@ -24,16 +24,10 @@ from tests.synth_support import arc_rows, synth_config, with_paths, write_paths_
 pytestmark = pytest.mark.ray
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(smollm2_path, data_root):
     """Start the server and, at the same moment, send a request that has to retry until it is up."""
-    port = _free_port()
+    port = free_port()
     cli = shutil.which("transformers", path=str(Path(sys.executable).parent)) or "transformers"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([cli, "serve", "--host", "127.0.0.1", "--port", str(port), str(smollm2_path)],
@@ -105,7 +99,7 @@ def test_server_down_then_rerun_with_retry_errors(ray_local, tmp_path, data_root
     """Rows that failed while the server was down are counted; a re-run with retry_errors writes them."""
     paths_dir = write_paths_artifact(tmp_path / "paths", arc_rows(data_root, 2))
     common = ["synth.backend=openai", f"synth.model={server['model']}", "synth.max_new_tokens=8"]
-    down = synth_config(tmp_path, data_root, *common, f"synth.endpoint=http://127.0.0.1:{_free_port()}/v1",
+    down = synth_config(tmp_path, data_root, *common, f"synth.endpoint=http://127.0.0.1:{free_port()}/v1",
                         "synth.max_retries=1", "synth.retry_backoff_s=0.05")
     out = run_synth_stage(down, paths_dir, tmp_path / "synth")
     assert Manifest.read(out).counts["error"] == 2

@@ -11,8 +11,9 @@ import pytest
 
 from kale_ray.artifacts import Manifest, read_parts
 from kale_ray.config import load_config
+from kale_ray.ray_utils import free_port
 from kale_ray.synth.stage import run_synth_stage
-from tests.ray.serve_helpers import free_port, running_app, write_key_file
+from tests.ray.serve_helpers import running_app, write_key_file
 from tests.synth_support import arc_rows, synth_config, write_paths_artifact
 
 pytestmark = pytest.mark.ray

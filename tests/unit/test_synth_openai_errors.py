@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,19 +14,14 @@ from kale_ray.config import ConfigError
 from kale_ray.config.synth import SynthConfig
 from kale_ray.http_retry import retry_after as _retry_after
 from kale_ray.http_retry import retryable as _retryable
+from kale_ray.ray_utils import free_port
 from kale_ray.synth.backends import make_backend
 from kale_ray.synth.rows import write_rationales
 from tests.synth_support import arc_rows, with_paths
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_nothing_listening_becomes_error_rows_after_retries(data_root):
-    cfg = SynthConfig(backend="openai", endpoint=f"http://127.0.0.1:{_free_port()}/v1", max_retries=2,
+    cfg = SynthConfig(backend="openai", endpoint=f"http://127.0.0.1:{free_port()}/v1", max_retries=2,
                       retry_backoff_s=0.05, timeout_s=2, concurrency=2)
     backend = make_backend(cfg, "any-model", seed=0)
     rows = [with_paths(r, found=True) for r in arc_rows(data_root, 3)]
