@@ -22,7 +22,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-MANIFEST = "manifest.json"
+from kale_ray import storage
+
+MANIFEST = storage.MANIFEST
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -38,6 +40,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    storage.publish(path)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -59,6 +62,7 @@ def atomic_write_parquet(path: Path, table: pa.Table) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    storage.publish(path)
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -90,35 +94,65 @@ class Manifest:
     inputs: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=versions)
     complete: bool = True
     created_at: float = field(default_factory=time.time)
 
-    def write(self, directory: Path, hash_files: Iterable[Path] | None = None) -> Path:
-        """Hash the artifact's files (all but hidden and the manifest, unless named) and write last."""
+    def write(self, directory: Path, hash_files: Iterable[Path] | None = None,
+              described: Described | None = None) -> Path:
+        """Hash the artifact's files (all but hidden and the manifest, unless named; plus those another
+        process `described`) and write last: with an object-store workdir the files reach the store
+        before the manifest that names them."""
         directory = Path(directory)
         if hash_files is None:
             hash_files = sorted(p for p in directory.rglob("*")
                                 if p.is_file() and p.name != MANIFEST and not p.name.startswith("."))
-        self.files = {str(p.relative_to(directory)): file_sha256(p) for p in hash_files}
+        here = describe_files(directory, hash_files)
+        self.files = {**(described.files if described else {}), **here.files}
+        self.sizes = {**(described.sizes if described else {}), **here.sizes}
+        storage.publish(directory, match=here.files.__contains__)
         atomic_write_json(directory / MANIFEST, self.__dict__)
         return directory / MANIFEST
 
     @classmethod
     def read(cls, directory: Path) -> Manifest | None:
         path = Path(directory) / MANIFEST
+        storage.fetch(path)
         if not path.is_file():
             return None
         data = json.loads(path.read_text())
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
-def is_complete(directory: Path, config_hash: str) -> bool:
-    """True when the artifact finished for this exact config and its files still match their hashes."""
+@dataclass(frozen=True)
+class Described:
+    """Files of an artifact, relative to its directory: sha256 and size of each."""
+
+    files: dict[str, str]
+    sizes: dict[str, int]
+
+
+def describe_files(directory: Path, paths: Iterable[Path]) -> Described:
+    """What a manifest records of `paths`; a process that wrote files on another node (and published
+    them) hands this to the one that writes the manifest."""
+    directory = Path(directory)
+    paths = list(paths)
+    return Described({p.relative_to(directory).as_posix(): file_sha256(p) for p in paths},
+                     {p.relative_to(directory).as_posix(): p.stat().st_size for p in paths})
+
+
+def is_complete(directory: Path, config_hash: str, fetch: bool = True) -> bool:
+    """True when the artifact finished for this exact config and its files still match their hashes.
+    With an object-store workdir the files are fetched first, unless `fetch` is False: then the store
+    must hold every file at its recorded size (what a driver checks of model weights it never reads)."""
     manifest = Manifest.read(directory)
     if manifest is None or not manifest.complete or manifest.config_hash != config_hash:
         return False
+    if not fetch and storage.remote_location(directory) is not None:
+        return storage.holds(directory, {rel: manifest.sizes.get(rel) for rel in manifest.files})
+    storage.fetch(directory, match=manifest.files.__contains__)
     for rel, digest in manifest.files.items():
         path = Path(directory) / rel
         if not path.is_file() or file_sha256(path) != digest:
@@ -132,6 +166,7 @@ def part_path(directory: Path, index: int, prefix: str = "part") -> Path:
 
 def existing_parts(directory: Path, prefix: str = "part") -> dict[int, Path]:
     directory = Path(directory)
+    storage.fetch(directory, match=lambda rel: "/" not in rel and rel.startswith(f"{prefix}-"))
     if not directory.is_dir():
         return {}
     return {int(p.stem.split("-")[-1]): p for p in sorted(directory.glob(f"{prefix}-*.parquet"))}
@@ -150,8 +185,6 @@ def pending_rows(out: Path, stage: str, config_hash: str, rows: pa.Table) -> Pen
     """None when `out` is complete for `config_hash`; else the rows whose ids no part file holds yet.
     A directory left by another config is cleared first, and the manifest marks the stage incomplete
     until it finishes, so a crash at any point resumes without duplicates or losses."""
-    import shutil
-
     import pyarrow.compute as pc
 
     out = Path(out)
@@ -161,7 +194,7 @@ def pending_rows(out: Path, stage: str, config_hash: str, rows: pa.Table) -> Pen
     previous = Manifest.read(out)
     if previous is not None and previous.config_hash != config_hash:
         print(f"{stage}: {out} holds parts of another config; starting over", flush=True)
-        shutil.rmtree(out)
+        storage.remove(out)
     out.mkdir(parents=True, exist_ok=True)
     Manifest(stage=stage, config_hash=config_hash, complete=False).write(out, hash_files=[])
     parts = existing_parts(out)

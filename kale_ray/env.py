@@ -37,6 +37,11 @@ LOCAL_CLUSTER: dict[str, str] = {"RAY_AUTH_MODE": "disabled"}
 
 VERBOSE = "KALE_VERBOSE"
 
+# Where an object-store workdir is mirrored, and the store's endpoint: not secrets, so they travel to
+# the job's workers; credentials stay in each node's own environment (or its instance role).
+STORE: tuple[str, ...] = ("KALE_STORE_MIRRORS", "KALE_MIRROR_ROOT", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+                          "AWS_DEFAULT_REGION", "AWS_REGION")
+
 
 def deepspeed_env(use_gpu: bool) -> dict[str, str]:
     """What DeepSpeed reads at import: the accelerator (it guesses wrong on a CPU-only node), and no
@@ -65,7 +70,7 @@ def worker_env_vars() -> dict[str, str]:
     """The defaults this process runs with, for a job's Ray workers on other nodes (whose environment
     is the cluster's, not the driver's). Keys the submitted job's runtime_env already sets are left to
     it: Ray refuses to merge a driver's runtime_env that sets the same variable."""
-    keys = [*DEFAULTS, *QUIET, *OFFLINE, VERBOSE]
+    keys = [*DEFAULTS, *QUIET, *OFFLINE, VERBOSE, *STORE]
     job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}") or "{}")
     taken = set((job.get("runtime_env") or {}).get("env_vars") or {})
     return {k: os.environ[k] for k in keys if k in os.environ and k not in taken}

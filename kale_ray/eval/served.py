@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from kale_ray import storage
 from kale_ray.eval.scorers import is_served
 
 BASE_NAME = "base"
@@ -25,6 +26,7 @@ def adapter_dir(spec: str) -> Path | None:
     """A training run's LoRA adapter: `<run>/adapter` beside the `<run>/final` the pipeline names."""
     path = Path(spec)
     for candidate in (path, path.parent / "adapter"):
+        storage.fetch(candidate / "adapter_config.json")  # an object-store workdir: this file only
         if (candidate / "adapter_config.json").is_file():
             return candidate
     return None
@@ -93,7 +95,7 @@ def serving(cfg: Any, models: dict[str, str]) -> Iterator[dict[str, str]]:  # cf
     from kale_ray.serving.app import build_app, check_fits
 
     init_ray(cfg.ray)
-    base = resolve_model_in_task(cfg.model.name_or_path, cfg.model.cache_dir)  # the pipeline's model stage prepared it
+    base = resolve_model_in_task(cfg.model.name_or_path, cfg.model.cache_dir, cfg.models_dir)  # the pipeline's model stage prepared it
     entries, names = served_layout(base, models, frozenset({cfg.model.name_or_path}))
     if not entries:
         yield dict(models)

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from kale_ray import storage
 from kale_ray.artifacts import Manifest, atomic_write_parquet
 from kale_ray.kg.arrays import ARRAYS, StringTable, load_array, save_array, unique_edges
 
@@ -259,6 +260,7 @@ def load_kg(path: Path, check_graph: bool = True) -> KG:
     """Map a KG artifact: the arrays zero-copy from disk, the relation tables into lists. With
     `check_graph`, the arrays must agree with the Parquet tables (sizes; cheap at any scale)."""
     path = Path(path)
+    storage.fetch(path)  # an object-store workdir: once per node, then every actor maps the same files
     for name in (ENTITIES, RELATIONS, TRIPLES):
         if not (path / name).is_file():
             raise KGError(f"{path} is not a KG artifact: {name} is missing (build one with `kale-ray kg build`)")

@@ -119,7 +119,7 @@ def run_hidden_stage(cfg: Any, rows: pa.Table, out: Path, model_path: str | None
     from kale_ray.engines.registry import resolve_model_in_task
 
     out = Path(out)
-    model_path = str(model_path or resolve_model_in_task(cfg.model.name_or_path, cfg.model.cache_dir))
+    model_path = str(model_path or resolve_model_in_task(cfg.model.name_or_path, cfg.model.cache_dir, cfg.models_dir))
     config_hash = stage_hash(cfg, rows, model_path)
     pending = pending_rows(out, "probe-hidden", config_hash, rows)
     if pending is None:

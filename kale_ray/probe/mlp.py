@@ -63,6 +63,9 @@ class Probe:
 
     @classmethod
     def load(cls, path: Path) -> Probe:
+        from kale_ray import storage
+
+        storage.fetch(path)
         data = np.load(Path(path))
         return cls(int(data["layer"]), data["mean"], data["std"], {k: data[k] for k in ("w1", "b1", "w2", "b2")})
 

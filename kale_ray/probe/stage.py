@@ -175,7 +175,7 @@ def run_probe_stage(cfg: Any, out: Path | None = None) -> Path:
     out = Path(out) if out else probe_dir(cfg)
     data_dir = run_data_stage(cfg)
     splits = {s: read_split(data_dir, s) for s in ("train", "test")}
-    model_path = str(resolve_model_in_task(cfg.model.name_or_path, cfg.model.cache_dir))
+    model_path = str(resolve_model_in_task(cfg.model.name_or_path, cfg.model.cache_dir, cfg.models_dir))
     config_hash = hashlib.sha256(json.dumps(
         {"probe": cfg.probe.model_dump(mode="json", exclude={"workers", "worker_cpus", "batch_size", "out", "select_margin"}),
          "model": model_path, "dtype": cfg.model.dtype, "seed": probe_seed(cfg),

@@ -25,10 +25,10 @@ def variant_run_name(cfg: Any, name: str) -> str:
 
 
 def variant_dirs(cfg: Any) -> dict[str, Path]:
-    return {name: Path(cfg.workdir) / variant_run_name(cfg, name) for name in cfg.study.variants}
+    return {name: cfg.workdir_path / variant_run_name(cfg, name) for name in cfg.study.variants}
 
 
 def extra_dir(cfg: Any, kind: str, title: str) -> Path:
     """Where a side run of the study (kind: paths | eval | kg) writes, named after its title."""
     slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
-    return Path(cfg.workdir) / f"{cfg.run_name}-extra" / kind / slug
+    return cfg.workdir_path / f"{cfg.run_name}-extra" / kind / slug

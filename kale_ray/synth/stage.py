@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from kale_ray import storage
 from kale_ray.artifacts import (
     MANIFEST,
     Manifest,
@@ -54,7 +55,7 @@ def writer_model(cfg: Any) -> str | None:
         return name
     from kale_ray.engines.registry import resolve_model_in_task
 
-    return resolve_model_in_task(name, cfg.model.cache_dir)
+    return resolve_model_in_task(name, cfg.model.cache_dir, cfg.models_dir)
 
 
 # Settings that change what is written. How it is run (workers, batch size, endpoint URL, retries,
@@ -102,11 +103,12 @@ def _read_input(paths_dir: Path) -> tuple[pa.Table, int]:
 def _reset(out: Path, stamp_value: str) -> None:
     """Clear parts written under another config, then stamp the directory with this one."""
     stamp = out / STAMP
+    storage.fetch(stamp)
     if stamp.is_file() and stamp.read_text().strip() != stamp_value:
         for part in existing_parts(out).values():
-            part.unlink()
+            storage.remove(part)
         for name in (MANIFEST, "metrics.jsonl"):
-            (out / name).unlink(missing_ok=True)
+            storage.remove(out / name)
         print(f"synth: {out} held rows of another config; starting over", flush=True)
     atomic_write_text(stamp, stamp_value + "\n")
 
@@ -123,7 +125,7 @@ def _done_ids(out: Path, retry_errors: bool) -> set[str]:
                 if part.num_rows:
                     atomic_write_parquet(path, part)
                 else:
-                    path.unlink()
+                    storage.remove(path)
         done.update(part.column("id").to_pylist())
     return done
 

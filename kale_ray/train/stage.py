@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from kale_ray import storage
 from kale_ray.artifacts import Manifest, atomic_write_json, atomic_write_parquet, is_complete, read_parts
 from kale_ray.config import ConfigError
 from kale_ray.data.format import PromptFormat
@@ -69,7 +69,7 @@ def _shuffled(table: pa.Table, seed: int) -> pa.Table:
 
 def _run_key(cfg: Any, method: str, data_dir: Path) -> str:
     source = Manifest.read(data_dir)
-    inputs = {"method": method, "data": str(Path(data_dir).resolve()),
+    inputs = {"method": method, "data": storage.identity(data_dir),
               "data_hash": source.config_hash if source else None,
               "data_files": source.files if source else None,
               **({"chat_template": True} if cfg.data.chat_template else {})}
@@ -92,18 +92,19 @@ def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = No
 
     check_trackers(tc.report_to)
     key = _run_key(cfg, method, Path(data_dir))
-    if is_complete(out, key):
+    if is_complete(out, key, fetch=False):  # the weights stay in the store until a stage loads them
         print(f"train[{method}]: {out} is complete for this config, skipping", flush=True)
         return out
     key_file = out / RUN_KEY
+    storage.fetch(key_file)
     if key_file.is_file() and json.loads(key_file.read_text()).get("key") != key:
         print(f"train[{method}]: {out} holds a run of another config; starting afresh", flush=True)
-        shutil.rmtree(out)
+        storage.remove(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(key_file, {"key": key})
 
     started = time.monotonic()
-    model_path = resolve_model_in_task(cfg.model.name_or_path, cfg.model.cache_dir)
+    model_path = resolve_model_in_task(cfg.model.name_or_path, cfg.model.cache_dir, cfg.models_dir)
     from kale_ray.engines.loading import load_tokenizer
 
     tokenizer = load_tokenizer(model_path)
@@ -148,30 +149,28 @@ def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = No
     if result.checkpoint is None:
         raise RuntimeError(f"train[{method}]: training ended without a checkpoint")
 
-    from kale_ray.train.checkpoint import read_state
+    from kale_ray.env import deepspeed_env
+    from kale_ray.train.export import export_in_task
     from kale_ray.train.plot import plot_losses
 
-    written: dict[str, str] = {}
-    with result.checkpoint.as_directory() as ckpt:
-        state = read_state(Path(ckpt))
-        if not state.final or state.step != total_steps:
-            raise RuntimeError(f"train[{method}]: last checkpoint is step {state.step}, expected the final "
-                               f"step {total_steps}")
-        if tc.export:
-            from kale_ray.train.export import export_final
-
-            written = export_final(Path(ckpt), model_path, out, tc.lora.enabled)
+    # DeepSpeed comes in with peft: told the accelerator, it says nothing about guessing one.
+    export = ray.remote(num_cpus=min(tc.cpus_per_worker, 1.0),
+                        runtime_env={"env_vars": deepspeed_env(False)})(export_in_task)
+    try:
+        written, described = ray.get(export.remote(result.checkpoint, total_steps, model_path, out, tc.export,
+                                                   tc.lora.enabled))
+    except ray.exceptions.RayTaskError as err:
+        raise RuntimeError(f"train[{method}]: exporting the final checkpoint failed: {err.cause}") from err
+    storage.fetch(out / "metrics.jsonl")  # rank 0's, published from its node
     plot_losses(out / "metrics.jsonl", out / "loss.png", f"{cfg.run_name}: {method}")
     seconds = time.monotonic() - started
-    hashed = [p for p in (out / "final", out / "adapter") if p.is_dir()]
-    files = sorted(f for d in hashed for f in d.rglob("*") if f.is_file())
-    files += [out / TOKENS, out / "loss.png"]
     Manifest(stage="train", config_hash=key, config=tc.model_dump(mode="json"),
              inputs={"method": method, "data_dir": str(data_dir), "model": model_path,
                      **({"target_cache": str(cache_dir)} if cache_dir else {})},
              counts={**report.as_dict(), "steps": total_steps, "steps_per_epoch": steps_per_epoch},
              extra={"seconds": round(seconds, 2), "written": written,
                     "checkpoint": result.checkpoint.path, "storage": str(out / STORAGE_NAME),
-                    "last_loss": (result.metrics or {}).get("loss")}).write(out, files)
+                    "last_loss": (result.metrics or {}).get("loss")}).write(out, [out / TOKENS, out / "loss.png"],
+                                                                          described)
     print(f"train[{method}]: done in {seconds:.0f} s -> {out}", flush=True)
     return out

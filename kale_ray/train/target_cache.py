@@ -98,7 +98,7 @@ def ensure_target_cache(cfg: Any, tc: TrainConfig, tokens: pa.Table, model_path:
                         root: Path | None = None) -> Path:
     """The cache directory of these token rows' target, computed (or completed) when missing."""
     key = cache_key(tc, tokens, model_path)
-    out = Path(root or Path(cfg.workdir) / STAGE) / key
+    out = Path(root or cfg.workdir_path / STAGE) / key
     pending = pending_rows(out, STAGE, key, tokens.select(["id", "target_ids", "answer_len"]))
     if pending is None:
         return out

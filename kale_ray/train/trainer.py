@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from kale_ray.config.train import TrainConfig
+from kale_ray.storage import ray_storage
 
 STORAGE_NAME = "ray"  # Ray Train's folder inside the run directory: checkpoints and its own state
 
@@ -27,8 +28,9 @@ def build_trainer(tc: TrainConfig, run_dir: Path, dataset: Any, loop_config: dic
     if tc.use_gpu:
         resources["GPU"] = 1
     scaling = ScalingConfig(num_workers=tc.workers, use_gpu=tc.use_gpu, resources_per_worker=resources)
+    storage_path, storage_filesystem = ray_storage(run_dir)  # the object store itself, when workdir is one
     run = RunConfig(
-        name=STORAGE_NAME, storage_path=str(Path(run_dir).resolve()),
+        name=STORAGE_NAME, storage_path=storage_path, storage_filesystem=storage_filesystem,
         checkpoint_config=CheckpointConfig(num_to_keep=tc.checkpoint.keep),
         failure_config=FailureConfig(max_failures=tc.max_failures),
         # Ray Train's own INFO lines (resource requests, worker-group starts) only with --verbose.

@@ -1,6 +1,7 @@
 """cluster.yaml checked offline with Ray's own schema (prepare, then validate): no credentials needed."""
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,19 @@ def test_cluster_yaml_is_valid_and_shaped_as_designed(name):
     assert cpu and all(t["min_workers"] == 0 and t["max_workers"] > 0 for t in cpu)
     setup = " ".join(prepared["setup_commands"])
     assert "scripts/install.sh" in setup and "gpu" in setup
+    scheme = "gs" if prepared["provider"]["type"] == "gcp" else "s3"
+    assert f"export KALE_WORKDIR={scheme}://" in setup, "every node names the shared store for the jobs"
+
+
+def test_the_gpu_config_writes_where_the_cluster_says(monkeypatch):
+    from kale_ray.config import load_config
+    from kale_ray.storage import MIRRORS_ENV, remote_location
+
+    monkeypatch.setenv(MIRRORS_ENV, os.environ.get(MIRRORS_ENV, ""))  # the mirror this registers goes after
+    monkeypatch.setenv("KALE_WORKDIR", "s3://my-bucket/kale-ray")
+    cfg = load_config(REPO / "configs" / "gpu.yaml")
+    assert cfg.workdir == "s3://my-bucket/kale-ray"
+    assert remote_location(cfg.stage_dir("synth")) == "s3://my-bucket/kale-ray/gpu/synth"
 
 
 def test_schema_rejects_a_typo(cluster):
