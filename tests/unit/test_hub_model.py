@@ -12,7 +12,7 @@ import pytest
 
 from kale_ray import storage
 from kale_ray.config import KaleConfig
-from kale_ray.engines.registry import ModelError, is_hub_id, resolve_model_in_task
+from kale_ray.engines.registry import ModelError, download_hub_model, is_hub_id, resolve_model_in_task
 
 HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -57,7 +57,8 @@ def test_a_hub_model_is_downloaded_once_into_the_store_and_loaded_from_any_node(
     from kale_ray.engines.loading import load_tokenizer
 
     cfg = KaleConfig(workdir=f"{s3_store.uri}/hub-model", model={"name_or_path": HUB_ID})
-    path = Path(resolve_model_in_task(HUB_ID, None, cfg.models_dir))
+    # What resolve_model_in_task runs in a Ray task (here, in this process: the hub cache is patched here).
+    path = download_hub_model(HUB_ID, cfg.models_dir)
     assert path == cfg.models_dir / "HuggingFaceTB--SmolLM2-135M-Instruct"
     prefix = "session/hub-model/models/HuggingFaceTB--SmolLM2-135M-Instruct/"
     keys = s3_store.keys(prefix)
@@ -77,5 +78,5 @@ def test_a_hub_model_is_downloaded_once_into_the_store_and_loaded_from_any_node(
 def test_a_model_the_hub_cannot_give_is_a_clear_error(tmp_path, monkeypatch):
     _hub_cache(monkeypatch, tmp_path / "empty-hub")
     with pytest.raises(ModelError, match="download from the Hugging Face hub failed"):
-        resolve_model_in_task("nobody/no-such-model", None, tmp_path / "models")
+        download_hub_model("nobody/no-such-model", tmp_path / "models")
     assert not (tmp_path / "models" / "nobody--no-such-model" / "manifest.json").exists()
