@@ -206,6 +206,15 @@ def pending_rows(out: Path, stage: str, config_hash: str, rows: pa.Table) -> Pen
     return Pending(todo, len(done), max(parts, default=-1) + 1)
 
 
+def recorded_nodes(parts: Iterable[Path], column: str = "node") -> list[str]:
+    """The nodes that wrote an artifact's rows (its parts' `node` column; parts without one add none)."""
+    nodes: set[str] = set()
+    for part in parts:
+        if column in pq.read_schema(part).names:
+            nodes.update(v for v in pq.read_table(part, columns=[column]).column(column).to_pylist() if v)
+    return sorted(nodes)
+
+
 def read_parts(directory: Path, prefix: str = "part") -> pa.Table:
     parts = existing_parts(directory, prefix)
     if not parts:

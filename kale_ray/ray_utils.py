@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from kale_ray.config.shared import RayConfig
 
@@ -14,6 +15,54 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+NODE_COLUMN = "node"
+
+
+def this_node() -> str:
+    """The Ray node id of this process (hex), else its host name: what a stage records as the node
+    that did its work (on one machine every node shares a host name; node ids tell them apart)."""
+    import ray
+
+    if ray.is_initialized():
+        return str(ray.get_runtime_context().get_node_id())
+    import platform
+
+    return platform.node()
+
+
+def with_node(batch: Any) -> Any:
+    """An Arrow table with its `node` column set to this process's node (replacing an earlier stage's)."""
+    import pyarrow as pa
+
+    if NODE_COLUMN in batch.column_names:
+        batch = batch.drop_columns([NODE_COLUMN])
+    return batch.append_column(NODE_COLUMN, pa.array([this_node()] * batch.num_rows, pa.string()))
+
+
+_pinned: str | None = None
+
+
+def pin_to_this_node() -> None:
+    """Ray Data and kale-ray's own tasks started from this process run on its node from now on: for work
+    whose tasks share scratch files (the KG build) where the workdir is no shared filesystem."""
+    global _pinned
+    import ray.data
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    _pinned = this_node()
+    ctx = ray.data.DataContext.get_current()
+    ctx.scheduling_strategy = ctx.scheduling_strategy_large_args = NodeAffinitySchedulingStrategy(_pinned, soft=False)
+
+
+def task_placement() -> dict[str, Any]:
+    """Ray task options for `pin_to_this_node`'s node, if this process pinned one."""
+    if _pinned is None:
+        return {}
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(_pinned, soft=False)}
 
 
 def cluster_address(cfg: RayConfig) -> str | None:

@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 
 from kale_ray.artifacts import Manifest, atomic_write_parquet, is_complete
 from kale_ray.data.load import load_splits
+from kale_ray.ray_utils import this_node
 
 
 def run_data_stage(cfg, out: Path | None = None) -> Path:  # noqa: ANN001 (KaleConfig)
@@ -24,7 +25,7 @@ def run_data_stage(cfg, out: Path | None = None) -> Path:  # noqa: ANN001 (KaleC
              inputs={"benchmark": cfg.data.benchmark, "data_root": str(cfg.data_root)},
              counts={"train": splits.train.num_rows, "test": splits.test.num_rows,
                      "loaded": splits.report.rows, "skipped": splits.report.skipped},
-             extra={"load_report": splits.report.as_dict()}).write(out)
+             extra={"load_report": splits.report.as_dict(), "nodes": [this_node()]}).write(out)
     print(f"data: {cfg.data.benchmark} -> {splits.train.num_rows} train / {splits.test.num_rows} test "
           f"rows ({splits.report.skipped} skipped) in {out}", flush=True)
     return out

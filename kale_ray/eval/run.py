@@ -155,7 +155,7 @@ def run_eval(cfg: Any, models: dict[str, str], out: Path, rows: pa.Table | None 
     done = {pair for pair, key in keys.items() if _done_metrics(out, *pair, key) is not None}
     pending = {m: spec for m, spec in models.items() if any((m, b) not in done for b in tables)}
     summary: dict[str, dict[str, dict[str, Any]]] = {}
-    with _scoring_specs(cfg, pending) as specs:
+    with _scoring_specs(cfg, pending) as (specs, scoring_nodes):
         for method, spec in models.items():
             summary[method] = {}
             scorer = None
@@ -186,7 +186,8 @@ def run_eval(cfg: Any, models: dict[str, str], out: Path, rows: pa.Table | None 
                     atomic_write_text(pair_dir / "predictions.jsonl",
                                       "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in preds))
                     atomic_write_json(pair_dir / "metrics.json",
-                                      {"key": keys[method, bench], "spec": spec, "metrics": metrics})
+                                      {"key": keys[method, bench], "spec": spec, "metrics": metrics,
+                                       "nodes": scoring_nodes})
                     summary[method][bench] = metrics
                     print(f"eval: {method}/{bench}: accuracy {metrics['accuracy']:.4f} on {metrics['n']} items",
                           flush=True)
@@ -198,7 +199,10 @@ def run_eval(cfg: Any, models: dict[str, str], out: Path, rows: pa.Table | None 
     bar_chart(summary, out / "chart.png")
     Manifest(stage="eval", config_hash=_summary_hash(summary), config=cfg.eval.model_dump(mode="json"),
              inputs={"models": models, "benchmarks": list(tables)},
-             counts={f"{m}/{b}": v["n"] for m, pb in summary.items() for b, v in pb.items()}).write(out)
+             counts={f"{m}/{b}": v["n"] for m, pb in summary.items() for b, v in pb.items()},
+             extra={"nodes": sorted({n for m in summary for b in summary[m]
+                                     for n in json.loads((out / m / b / "metrics.json").read_text()).get("nodes", [])})}
+             ).write(out)
     print((out / "table.md").read_text(), flush=True)
     return out
 
@@ -214,19 +218,22 @@ def _done_metrics(out: Path, method: str, bench: str, key: str) -> dict[str, Any
 
 
 @contextmanager
-def _scoring_specs(cfg: Any, models: dict[str, str]) -> Iterator[dict[str, str]]:
-    """method -> what `open_scorer` opens: with `eval.engine=serve`, models given as paths or names are
-    deployed on Ray Serve for the stage (kale_ray.eval.served); `local` scores them in this process."""
+def _scoring_specs(cfg: Any, models: dict[str, str]) -> Iterator[tuple[dict[str, str], list[str]]]:
+    """method -> what `open_scorer` opens, and the nodes that score: with `eval.engine=serve`, models
+    given as paths or names are deployed on Ray Serve for the stage (kale_ray.eval.served); `local`
+    scores them in this process."""
     if cfg.eval.engine == "local" or not models:
-        yield dict(models)
+        from kale_ray.ray_utils import this_node
+
+        yield dict(models), [this_node()]
         return
     if cfg.eval.known_incorrect and cfg.eval.known_from == "probe":
         raise ConfigError("eval.known_from=probe reads the model's hidden states in process: "
                           "set eval.engine=local")
     from kale_ray.eval.served import serving
 
-    with serving(cfg, models) as specs:
-        yield specs
+    with serving(cfg, models) as scoring:
+        yield scoring
 
 
 def _summary_hash(summary: dict[str, Any]) -> str:

@@ -82,10 +82,22 @@ def _logging() -> dict[str, Any]:
     return {"log_level": "INFO" if verbose() else "WARNING", "enable_access_log": verbose()}
 
 
+def replica_nodes(app_name: str) -> list[str]:
+    """The nodes of an app's live replicas, from Ray's state API (the dashboard's); [] where a cluster
+    runs without one."""
+    try:
+        from ray.util.state import list_actors
+
+        actors = list_actors(filters=[("state", "=", "ALIVE")], limit=10_000, raise_on_missing_output=False)
+    except Exception:  # no dashboard (a local cluster started with include_dashboard=false)
+        return []
+    return sorted({a.node_id for a in actors if (a.class_name or "").startswith(f"ServeReplica:{app_name}:")})
+
+
 @contextmanager
-def serving(cfg: Any, models: dict[str, str]) -> Iterator[dict[str, str]]:  # cfg: KaleConfig
-    """Deploy `models` (method -> path or name) and yield method -> `http://.../v1#name` for each; specs
-    that are URLs already pass through unchanged."""
+def serving(cfg: Any, models: dict[str, str]) -> Iterator[tuple[dict[str, str], list[str]]]:  # cfg: KaleConfig
+    """Deploy `models` (method -> path or name) and yield method -> `http://.../v1#name` for each (specs
+    that are URLs pass through unchanged), and the nodes of the app's replicas."""
     import requests
     from ray import serve
 
@@ -98,7 +110,7 @@ def serving(cfg: Any, models: dict[str, str]) -> Iterator[dict[str, str]]:  # cf
     base = resolve_model_in_task(cfg.model.name_or_path, cfg.model.cache_dir, cfg.models_dir)  # the pipeline's model stage prepared it
     entries, names = served_layout(base, models, frozenset({cfg.model.name_or_path}))
     if not entries:
-        yield dict(models)
+        yield dict(models), []
         return
     check_fits(cfg, len(entries))
     tag = hashlib.sha256(repr(entries).encode()).hexdigest()[:8]
@@ -120,8 +132,8 @@ def serving(cfg: Any, models: dict[str, str]) -> Iterator[dict[str, str]]:  # cf
                 raise RuntimeError(f"eval: the Serve app {app_name} did not become ready")
             time.sleep(1)
         print(f"eval: Serve app {app_name} ready in {time.monotonic() - start:.0f}s at {base_url}/v1", flush=True)
-        yield {method: f"{base_url}/v1#{names[method]}" if method in names else spec
-               for method, spec in models.items()}
+        yield ({method: f"{base_url}/v1#{names[method]}" if method in names else spec
+                for method, spec in models.items()}, replica_nodes(app_name))
     finally:
         serve.delete(app_name)
         if started:

@@ -329,7 +329,9 @@ def _remote(fn: Callable[..., Any], calls: list[tuple], **options: Any) -> list[
     if not ray.is_initialized():
         return [fn(*args) for args in calls]
 
-    task = ray.remote(num_cpus=options.pop("num_cpus", 1), max_retries=2, **options)(fn)
+    from kale_ray.ray_utils import task_placement
+
+    task = ray.remote(num_cpus=options.pop("num_cpus", 1), max_retries=2, **task_placement(), **options)(fn)
     return ray.get([task.remote(*args) for args in calls])
 
 

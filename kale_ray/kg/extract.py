@@ -25,8 +25,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from kale_ray.artifacts import Manifest, atomic_write_parquet, existing_parts, part_path, pending_rows
+from kale_ray.artifacts import (
+    Manifest,
+    atomic_write_parquet,
+    existing_parts,
+    part_path,
+    pending_rows,
+    recorded_nodes,
+)
 from kale_ray.progress import Progress
+from kale_ray.ray_utils import with_node
 
 EXTRA_FIELDS = [
     pa.field("q_entities", pa.list_(pa.string())),
@@ -146,7 +154,7 @@ class PathsActor:
         print(f"paths actor {os.getpid()}: KG loaded in {time.monotonic() - t0:.1f}s", flush=True)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return add_path_columns(batch, self.finder.process_batch(batch.to_pylist()))
+        return with_node(add_path_columns(batch, self.finder.process_batch(batch.to_pylist())))
 
 
 def add_path_columns(batch: pa.Table, results: list[dict[str, Any]]) -> pa.Table:
@@ -257,6 +265,7 @@ def _finish(cfg, out: Path, config_hash: str, expected: int, duplicates: int, kg
                      "seed": cfg.seed},
              inputs={"kg_dir": str(kg_dir)}, counts=counts,
              extra={"linking_coverage": coverage, "seconds": round(seconds, 2),
+                    "nodes": recorded_nodes(existing_parts(out).values()),
                     "search_seconds": float(pc.sum(table.column("search_seconds")).as_py() or 0.0)}
              ).write(out, hash_files=[p for p in sorted(out.glob("part-*.parquet"))])
     print(f"paths: {counts['rows']} rows, {counts['with_path']} with paths, {counts['no_path']} no path, "

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kale_ray import storage
 from kale_ray.artifacts import Manifest, file_sha256, is_complete
 from kale_ray.config import ConfigError
 
@@ -63,15 +64,15 @@ def build_kg(source: str, input_path: Path, out: Path, *, entity_labels: Path | 
         return Path(out)
     t0 = time.monotonic()
     if source in STREAMED:
-        if source == "wikidata":
-            from kale_ray.kg.sources.wikidata import build_wikidata
+        args = (source, input_path, Path(out), config_hash, inputs, entity_labels, relation_labels)
+        import ray
 
-            build_wikidata(input_path, Path(out), config_hash=config_hash, inputs=inputs)
+        if ray.is_initialized() and storage.remote_location(out) is not None:
+            # The build's tasks share scratch files and fill slices of the arrays in place: with an
+            # object-store workdir they all run on one node (its mirror), which publishes the artifact.
+            ray.get(ray.remote(num_cpus=1)(_build_streamed_on_one_node).remote(*args))
         else:
-            from kale_ray.kg.sources.triples import build_triples
-
-            build_triples(input_path, Path(out), config_hash=config_hash, inputs=inputs,
-                          entity_labels=entity_labels, relation_labels=relation_labels)
+            _build_streamed(*args)
         counts = Manifest.read(Path(out)).counts
         print(f"kg: {source} -> {counts['entities']} entities, {counts['relations']} relations, "
               f"{counts['triples']} triples ({counts['skipped']} lines skipped) in {out} "
@@ -86,6 +87,26 @@ def build_kg(source: str, input_path: Path, out: Path, *, entity_labels: Path | 
           f"{len(tables.heads)} triples ({builder.log.skipped} lines skipped) in {out} "
           f"[{time.monotonic() - t0:.1f}s]", flush=True)
     return Path(out)
+
+
+def _build_streamed(source: str, input_path: Path, out: Path, config_hash: str, inputs: dict[str, Any],
+                    entity_labels: Path | None, relation_labels: Path | None) -> None:
+    if source == "wikidata":
+        from kale_ray.kg.sources.wikidata import build_wikidata
+
+        build_wikidata(input_path, out, config_hash=config_hash, inputs=inputs)
+    else:
+        from kale_ray.kg.sources.triples import build_triples
+
+        build_triples(input_path, out, config_hash=config_hash, inputs=inputs,
+                      entity_labels=entity_labels, relation_labels=relation_labels)
+
+
+def _build_streamed_on_one_node(*args: Any) -> None:
+    from kale_ray.ray_utils import pin_to_this_node
+
+    pin_to_this_node()
+    _build_streamed(*args)
 
 
 def needs_ray(cfg) -> bool:  # noqa: ANN001 (KaleConfig)

@@ -34,11 +34,12 @@ class SynthWorker:
                           "no_path": spec["no_path"]}
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        from kale_ray.ray_utils import with_node
         from kale_ray.synth.rows import output_schema, write_rationales
 
         out = write_rationales(batch.to_pylist(), self.backend, ki=self.cfg.ki, no_path=self.spec["no_path"],
                                max_paths=self.cfg.max_paths_in_prompt, generator=self.generator)
-        return pa.Table.from_pylist(out, schema=output_schema(batch.schema))
+        return with_node(pa.Table.from_pylist(out, schema=output_schema(batch.schema)))
 
 
 def actor_gpus(cfg: Any) -> float:

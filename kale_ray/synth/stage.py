@@ -30,6 +30,7 @@ from kale_ray.artifacts import (
     is_complete,
     part_path,
     read_parts,
+    recorded_nodes,
 )
 from kale_ray.progress import Progress, format_seconds
 from kale_ray.synth.rows import STATUSES, has_path
@@ -241,7 +242,8 @@ def run_synth_stage(cfg: Any, paths_dir: Path, out: Path, select: dict[str, Any]
              config={"synth": cfg.synth.model_dump(mode="json"), "paths.no_path": cfg.paths.no_path,
                      "seed": writer_seed(cfg)},
              inputs={"paths_dir": str(paths_dir)}, counts=counts,
-             extra={**extra, "generator": json.loads(final.column("generator")[0].as_py()), "last_run": run},
+             extra={**extra, "generator": json.loads(final.column("generator")[0].as_py()), "last_run": run,
+                    "nodes": recorded_nodes(existing_parts(out).values())},
              ).write(out)
     print(f"synth: {counts['rows']} rows -> ok {counts['ok']}, fallback {counts['fallback']}, dropped "
           f"{counts['dropped']}, no rationale {counts['no_rationale']}, degenerate {counts['degenerate']}, error {counts['error']} "

@@ -8,7 +8,7 @@ step // steps_per_epoch, micro-batches already consumed in that epoch = the rest
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 STATE_FILE = "train_state.json"
@@ -23,6 +23,7 @@ class TrainState:
     steps_per_epoch: int = 1
     attempt: int = 0
     final: bool = False
+    nodes: list[str] = field(default_factory=list)  # every node a worker of any attempt ran on
 
     def micro_batches_to_skip(self, grad_accum: int) -> int:
         return (self.step % self.steps_per_epoch) * grad_accum

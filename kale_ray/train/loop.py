@@ -270,6 +270,20 @@ def train_step(window: list[dict[str, Any]], *, method: str, tc: TrainConfig, ru
             "tokens": int(tokens), "step_s": seconds, "tokens_per_s": tokens / max(seconds, 1e-9)}
 
 
+def worker_nodes(earlier: list[str], world: int) -> list[str]:
+    """The nodes of every worker of this attempt (gathered over the process group) and of earlier ones."""
+    import torch.distributed as dist
+
+    from kale_ray.ray_utils import this_node
+
+    mine = [this_node()]
+    if world > 1 and dist.is_initialized():
+        gathered: list[Any] = [None] * world
+        dist.all_gather_object(gathered, mine[0])
+        mine = [str(n) for n in gathered]
+    return sorted(set(earlier) | set(mine))
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     from kale_ray.env import deepspeed_env
 
@@ -311,8 +325,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             saved = read_state(Path(directory))
             runner.load(Path(directory))
         state.step, state.attempt, resumed_from = saved.step, saved.attempt + 1, saved.step
+        state.nodes = list(saved.nodes)
         if rank == 0:
             print(f"train[{method}]: resumed from the checkpoint of step {saved.step}", flush=True)
+    state.nodes = worker_nodes(state.nodes, world)
     names = (config.get("experiment", "kale-ray"), config.get("run_label", run_dir.name))
     logger = StepLogger(run_dir, method, total_steps, state.step, tc, names) if rank == 0 else None
 
@@ -359,7 +375,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 break
         if state.step == before:
             raise RuntimeError(f"worker {rank}: its data shard did not fill one optimizer step")
-    save(True, {k: record.get(k, 0.0) for k in ("step", "loss")} | {"step": state.step})
+    save(True, {k: record.get(k, 0.0) for k in ("step", "loss")} | {"step": state.step, "nodes": state.nodes})
     write_memory_report(run_dir, rank, runner.module, device)
     if logger:
         logger.close()

@@ -170,7 +170,8 @@ def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = No
              counts={**report.as_dict(), "steps": total_steps, "steps_per_epoch": steps_per_epoch},
              extra={"seconds": round(seconds, 2), "written": written,
                     "checkpoint": result.checkpoint.path, "storage": str(out / STORAGE_NAME),
-                    "last_loss": (result.metrics or {}).get("loss")}).write(out, [out / TOKENS, out / "loss.png"],
+                    "last_loss": (result.metrics or {}).get("loss"),
+                    "nodes": (result.metrics or {}).get("nodes", [])}).write(out, [out / TOKENS, out / "loss.png"],
                                                                           described)
     print(f"train[{method}]: done in {seconds:.0f} s -> {out}", flush=True)
     return out

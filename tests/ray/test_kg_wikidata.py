@@ -72,3 +72,22 @@ def test_wikidata_dump_to_kg(ray_local, tmp_path: Path, suffix: str, opener) -> 
     assert manifest["counts"]["skipped"] == 1
     assert manifest["extra"]["skipped"]["reasons"] == {"invalid JSON (Expecting property name enclosed in double quotes)": 1}
     assert manifest["extra"]["source_info"] == {"items": 3, "properties": 2, "tails_without_entity": 2}
+
+
+def test_a_streamed_build_into_an_object_store_runs_on_one_node(ray_local, tmp_path: Path, s3_store) -> None:
+    """Its tasks share scratch files, so with an s3:// workdir the build runs in one task pinned to that
+    task's node; the artifact reaches the store, and a node with an empty mirror loads it from there."""
+    import shutil
+
+    from kale_ray import storage
+
+    dump = sample_dump(tmp_path / "latest-all.json.gz", gzip.open)
+    root = storage.local_root(f"{s3_store.uri}/kg-pinned")
+    out = build_kg("wikidata", dump, root / "kg")
+    prefix = "session/kg-pinned/kg/"
+    keys = s3_store.keys(prefix)
+    assert prefix + "manifest.json" in keys and prefix + "arrays/indptr.npy" in keys
+    assert not any("/.build/" in k for k in keys), "scratch files stay on the node that built"
+    shutil.rmtree(root)
+    kg = load_kg(out)
+    assert kg.labels[kg.id_of("Q42")] == "Douglas Adams" and kg.num_triples == 4
