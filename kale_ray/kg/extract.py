@@ -178,7 +178,8 @@ def stage_hash(cfg, rows: pa.Table, kg_dir: Path) -> str:  # noqa: ANN001 (KaleC
 def run_paths_stage(cfg, rows: pa.Table, kg_dir: Path, out: Path) -> Path:  # noqa: ANN001 (KaleConfig)
     """Rows -> paths artifact in `out` (Parquet parts + manifest); resumable, skipped when complete."""
     kg_dir, out = Path(kg_dir), Path(out)
-    if not (kg_dir / "triples.parquet").is_file():
+    kg_manifest = Manifest.read(kg_dir)  # the arrays themselves may be in the store only: the actors map them
+    if kg_manifest is None or not kg_manifest.complete or "triples.parquet" not in kg_manifest.files:
         from kale_ray.config import ConfigError
 
         raise ConfigError(f"paths stage: {kg_dir} is not a KG artifact (run `kale-ray kg build` first)")

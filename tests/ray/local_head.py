@@ -109,6 +109,11 @@ def cluster_nodes(head: Head) -> list[dict]:
 @contextlib.contextmanager
 def worker_node(head: Head, num_cpus: int, num_gpus: int = 0, timeout_s: float = 120) -> Iterator[WorkerNode]:
     """A node joining `head`: `num_gpus` are advertised to Ray's scheduler only (this machine has none)."""
+    deadline = time.monotonic() + timeout_s
+    while not any("node:__internal_head__" in n.get("resources_total", {}) for n in cluster_nodes(head)):
+        if time.monotonic() > deadline:  # the state API lists the head a moment after the dashboard answers
+            raise RuntimeError("the head node never appeared in Ray's node list")
+        time.sleep(0.5)
     known = {n["node_id"] for n in cluster_nodes(head)}
     temp_dir = tempfile.mkdtemp(prefix="kw-", dir="/tmp")
     cmd = [ray_bin(), "start", f"--address={head.gcs_address}", "--block", f"--num-cpus={num_cpus}",
@@ -117,7 +122,6 @@ def worker_node(head: Head, num_cpus: int, num_gpus: int = 0, timeout_s: float =
     log = open(Path(temp_dir) / "node.log", "w")  # noqa: SIM115 (closed in finally)
     proc = subprocess.Popen(cmd, env=head.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + timeout_s
         while True:
             new = [n for n in cluster_nodes(head) if n["node_id"] not in known and n["state"] == "ALIVE"]
             if new:

@@ -109,7 +109,9 @@ def test_pipeline_on_a_three_node_cluster_survives_a_lost_node(tmp_path, data_ro
     started = time.monotonic()
     with local_head(num_cpus=0) as head, worker_node(head, num_cpus=2) as cpu, \
             worker_node(head, num_cpus=2, num_gpus=2) as gpu:
-        head_id = next(n["node_id"] for n in cluster_nodes(head) if n["node_id"] not in (cpu.node_id, gpu.node_id))
+        nodes = {n["node_id"]: n["resources_total"] for n in cluster_nodes(head)}
+        head_id = next(i for i, r in nodes.items() if "node:__internal_head__" in r)
+        assert nodes[gpu.node_id].get("GPU") == 2 and "GPU" not in nodes[cpu.node_id] and "CPU" not in nodes[head_id]
         _submit(head, "rehearsal-1", workdir, data_root, tmp_path / "mirror-1")
         assert _wait(head, "rehearsal-1", until="train[sft]: step 1/") == "", "training never started"
         hosts = _train_worker_nodes(head)
