@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from kale_ray import storage
 from kale_ray.artifacts import Manifest, atomic_write_parquet, is_complete
 from kale_ray.data.load import load_splits
 from kale_ray.ray_utils import this_node
@@ -32,4 +33,6 @@ def run_data_stage(cfg, out: Path | None = None) -> Path:  # noqa: ANN001 (KaleC
 
 
 def read_split(stage_dir: Path, split: str):  # noqa: ANN201 (pyarrow.Table)
-    return pq.read_table(Path(stage_dir) / f"{split}.parquet")
+    path = Path(stage_dir) / f"{split}.parquet"
+    storage.fetch(path)
+    return pq.read_table(path)

@@ -39,7 +39,9 @@ def load_items(cfg: Any, rows: pa.Table | None = None) -> dict[str, pa.Table]:
 
     if rows is None and cfg.eval.test_split is not None:
         path = Path(cfg.eval.test_split)
-        rows = pq.read_table(path / "test.parquet" if path.is_dir() else path)
+        path = path / "test.parquet" if path.is_dir() else path
+        storage.fetch(path)
+        rows = pq.read_table(path)
     if rows is not None:
         names = list(dict.fromkeys(rows.column("benchmark").to_pylist()))
         tables = {n: rows.filter(pa.compute.equal(rows.column("benchmark"), n)) for n in names}
@@ -255,12 +257,19 @@ def pipeline_models(cfg: Any) -> dict[str, str]:
 
 def run_eval_stage(cfg: Any, probes: Path | None = None, out: Path | None = None) -> Path:
     """The models of a config's run, as the pipeline left them: the data stage's held-out split (when it
-    exists), the base model and every trained method, results in `out` (default: the pipeline's
-    `<run>/results`)."""
+    exists), the base model and every trained method, the fact-check probes of the pipeline's
+    paths-test stage (when known&incorrect asks for them and it ran), results in `out` (default: the
+    pipeline's `<run>/results`). So `jobs.evaluate --config FILE` scores exactly what the pipeline's eval
+    stage scores, and finds the pairs it scored complete."""
     data_dir = cfg.stage_dir("data")
     rows = None
+    storage.fetch(data_dir / "test.parquet")
     if cfg.eval.test_split is None and (data_dir / "test.parquet").is_file():
         import pyarrow.parquet as pq
 
         rows = pq.read_table(data_dir / "test.parquet")
+    paths_test = cfg.stage_dir("paths-test")
+    if probes is None and cfg.eval.probes is None and cfg.eval.known_incorrect and cfg.eval.known_from == "fact":
+        manifest = Manifest.read(paths_test)
+        probes = paths_test if manifest is not None and manifest.complete else None
     return run_eval(cfg, pipeline_models(cfg), out or cfg.stage_dir("results"), rows=rows, probes=probes)

@@ -133,11 +133,14 @@ def test_pipeline_on_a_three_node_cluster_survives_a_lost_node(tmp_path, data_ro
         seconds = time.monotonic() - started
         # The stage jobs of the README's cluster section (configs/tiny.yaml for configs/gpu.yaml), each on a
         # node that never saw the run: all complete, so each finds that out from the store.
-        for i, (job, args) in enumerate((("jobs.synthesize", ()), ("jobs.train", ("--method", "ka")),
-                                          ("jobs.evaluate", ()))):
+        for i, (job, args, done) in enumerate((
+                ("jobs.synthesize", (), ["synth: "]), ("jobs.train", ("--method", "ka"), ["train[ka]: "]),
+                ("jobs.evaluate", (), [f"eval: {m}/arc-easy is complete" for m in ("Vanilla", "SFT", "KALE")]))):
             _submit(head, f"stage-{i}", workdir, data_root, tmp_path / f"mirror-stage-{i}", job, *args)
             assert _wait(head, f"stage-{i}") == "SUCCEEDED", _job(head, "logs", f"stage-{i}").stdout[-4000:]
-            assert "complete" in _job(head, "logs", f"stage-{i}").stdout, job
+            logs = _job(head, "logs", f"stage-{i}").stdout
+            assert all(any(d in line and "complete" in line for line in logs.splitlines()) for d in done), logs[-3000:]
+            assert "arc-easy: accuracy" not in logs, "a complete pair was scored again"
         alive = {n["node_id"] for n in cluster_nodes(head) if n["state"] == "ALIVE"}
     print(f"rehearsal: job {state.lower()} after {seconds:.0f}s", flush=True)
 
