@@ -244,9 +244,12 @@ def _summary_hash(summary: dict[str, Any]) -> str:
 
 def pipeline_models(cfg: Any) -> dict[str, str]:
     """Vanilla (the base model) plus every training run of the pipeline whose `final/` checkpoint exists."""
+    from kale_ray.engines.registry import resolve_model_in_task
     from kale_ray.methods import VANILLA, RunId, trained_runs
 
-    models = {RunId(VANILLA).label: cfg.model.name_or_path} if cfg.eval.vanilla else {}
+    # The base as the pipeline's model stage names it (a prepared path): the same spec, the same pair keys.
+    base = resolve_model_in_task(cfg.model.name_or_path, cfg.model.cache_dir, cfg.models_dir)
+    models = {RunId(VANILLA).label: base} if cfg.eval.vanilla else {}
     for run in trained_runs(cfg.train.methods, cfg.train.seeds):
         final = cfg.stage_dir("train") / run.dir_name / "final"
         storage.fetch(final / "config.json")  # not the weights: the engines fetch those where they load
