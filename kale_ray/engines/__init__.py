@@ -5,7 +5,7 @@
   or LoRA adapter directory becomes a model.
 - `base`: the engines' shared types (`GenerationRequest`, `Generation`, `Scored`) and tokenizer helpers.
 - `hf`: `HFEngine` (transformers): shared-context scoring, batched generation.
-- `vllm`: `VLLMEngine`, the same interface on vLLM (imported only when built).
+(vLLM runs on Ray's own LLM stack instead: kale_ray.synth.ray_llm and kale_ray.serving.ray_llm.)
 
 Engines import no stage module; importing this package imports neither torch nor vllm.
 """

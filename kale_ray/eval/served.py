@@ -104,7 +104,7 @@ def serving(cfg: Any, models: dict[str, str]) -> Iterator[tuple[dict[str, str], 
     from kale_ray.config.serve import ServedModel
     from kale_ray.engines.registry import resolve_model_in_task
     from kale_ray.ray_utils import init_ray
-    from kale_ray.serving.app import build_app, check_fits
+    from kale_ray.serving.app import build_app, check_fits, ready_path, served_name
 
     init_ray(cfg.ray)
     base = resolve_model_in_task(cfg.model.name_or_path, cfg.model.cache_dir, cfg.models_dir)  # the pipeline's model stage prepared it
@@ -127,12 +127,15 @@ def serving(cfg: Any, models: dict[str, str]) -> Iterator[tuple[dict[str, str], 
         serve.run(build_app(app_cfg), name=app_name, route_prefix=f"/{app_name}", logging_config=_logging())
         base_url = f"{address}/{app_name}"
         deadline = time.monotonic() + cfg.eval.request_timeout_s
-        while requests.get(f"{base_url}/ready", timeout=30).status_code != 200:
+        while requests.get(f"{base_url}{ready_path(cfg)}", timeout=30).status_code != 200:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"eval: the Serve app {app_name} did not become ready")
             time.sleep(1)
         print(f"eval: Serve app {app_name} ready in {time.monotonic() - start:.0f}s at {base_url}/v1", flush=True)
-        yield ({method: f"{base_url}/v1#{names[method]}" if method in names else spec
+        # An adapter is selected as `<base>:<adapter>` on the vllm backend (Ray's LLM serving).
+        served = {method: served_name(cfg, BASE_NAME, name) if name in entries[0]["adapters"] else name
+                  for method, name in names.items()}
+        yield ({method: f"{base_url}/v1#{served[method]}" if method in names else spec
                 for method, spec in models.items()}, replica_nodes(app_name))
     finally:
         serve.delete(app_name)

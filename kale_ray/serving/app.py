@@ -23,6 +23,25 @@ def served_models(cfg: Any) -> list[dict[str, Any]]:  # cfg: KaleConfig
     return models
 
 
+def served_name(cfg: Any, base: str, adapter: str | None = None) -> str:
+    """The `model` value that selects `adapter` of `base` (or `base` itself): the adapter's own name
+    with the hf backend, Ray's `<base>:<adapter>` with the vllm backend (kale_ray.serving.ray_llm)."""
+    if adapter is None:
+        return base
+    return f"{base}:{adapter}" if cfg.serve.backend == "vllm" else adapter
+
+
+def served_names(cfg: Any) -> list[str]:
+    """Every `model` value the app answers, bases and adapters."""
+    return [served_name(cfg, m["name"], a) for m in served_models(cfg) for a in [None, *m["adapters"]]]
+
+
+def ready_path(cfg: Any) -> str:
+    """What answers 200 once the app serves: kale-ray's `/ready`, or Ray's `/v1/models` (serve.run has
+    then already waited for every engine)."""
+    return "/v1/models" if cfg.serve.backend == "vllm" else "/ready"
+
+
 LOOPBACK_NAMES = {"localhost", "ip6-localhost", "ip6-loopback"}
 
 
@@ -95,7 +114,7 @@ def settings(cfg: Any) -> dict[str, Any]:
             "retry_after_s": s.retry_after_s, "max_prompts": s.max_prompts,
             "default_max_tokens": s.default_max_tokens, "max_request_tokens": s.max_request_tokens,
             "request_timeout_s": s.request_timeout_s, "body_timeout_s": s.body_timeout_s,
-            "max_response_bytes": s.max_response_bytes, "vllm_engine_kwargs": dict(s.vllm_engine_kwargs)}
+            "max_response_bytes": s.max_response_bytes}
 
 
 def deployment_options(cfg: Any, name: str) -> dict[str, Any]:
@@ -119,10 +138,15 @@ def deployment_options(cfg: Any, name: str) -> dict[str, Any]:
 
 
 def build_app(cfg: Any) -> Any:  # -> ray.serve.Application
-    from kale_ray.serving.deployments import ModelServer, OpenAIIngress
-
+    """kale-ray's own OpenAI app over hf engines, or (serve.backend=vllm) Ray's `ray.serve.llm` app."""
     check_exposure(cfg, bound_host(cfg))
     models = served_models(cfg)
+    if cfg.serve.backend == "vllm":
+        from kale_ray.serving.ray_llm import build_vllm_app
+
+        return build_vllm_app(cfg, models)
+    from kale_ray.serving.deployments import ModelServer, OpenAIIngress
+
     common = settings(cfg)
     handles = {m["name"]: ModelServer.options(**deployment_options(cfg, m["name"])).bind(m, common)
                for m in models}
@@ -148,8 +172,7 @@ def run_server(cfg: Any, blocking: bool = True) -> str:
     serve.run(build_app(cfg), name=cfg.serve.app_name, route_prefix=cfg.serve.route_prefix)
     prefix = cfg.serve.route_prefix.rstrip("/")
     url = f"http://{cfg.serve.host}:{cfg.serve.port}{prefix}/v1"
-    print(f"serve: OpenAI-compatible API at {url} (models: "
-          f"{', '.join(n for m in served_models(cfg) for n in [m['name'], *m['adapters']])})", flush=True)
+    print(f"serve: OpenAI-compatible API at {url} (models: {', '.join(served_names(cfg))})", flush=True)
     if blocking:
         try:
             while True:

@@ -41,13 +41,9 @@ from kale_ray.serving.openai_api import (
 )
 
 
-def load_engine(backend: str, path: str, adapters: dict[str, str], dtype: str, device: str,
-                engine_kwargs: dict[str, Any]) -> Any:
-    """The replica's engine; `path` may be a registered name (prepared on first use)."""
-    if backend == "vllm":
-        from kale_ray.engines.vllm import VLLMEngine
-
-        return VLLMEngine(path, adapters=adapters, dtype=dtype, **engine_kwargs)
+def load_engine(path: str, adapters: dict[str, str], dtype: str, device: str) -> Any:
+    """The replica's hf engine; `path` may be a registered name (prepared on first use). (The vllm
+    backend is Ray's own LLM serving: kale_ray.serving.ray_llm.)"""
     from kale_ray.engines.hf import HFEngine
 
     return HFEngine(path, adapters=adapters, dtype=dtype, device=device)
@@ -87,11 +83,9 @@ class ModelServer:
         self.settings = settings
         self.limits = Limits(settings["default_max_tokens"], settings["max_prompts"],
                              settings["max_request_tokens"])
-        self.engine = load_engine(settings["backend"], model["path"], self.adapters, settings["dtype"],
-                                  settings["device"], settings.get("vllm_engine_kwargs") or {})
-        self.interruptible = install_checkpoints(self.engine)
-        if settings["backend"] == "hf":  # vLLM batches concurrent requests itself
-            self.engine = BatchedEngine(self.engine)
+        engine = load_engine(model["path"], self.adapters, settings["dtype"], settings["device"])
+        self.interruptible = install_checkpoints(engine)
+        self.engine = BatchedEngine(engine)
         self.counts = {"in_flight": 0, "served": 0, "cancelled": 0, "timed_out": 0, "engine_failed": 0}
         self.failure: str | None = None  # set once the engine fails: the health check then fails
         # A thread per admitted request (asyncio's default pool has cores + 4): they wait in the batcher,

@@ -1,4 +1,5 @@
-"""Ray Data plumbing: paths rows -> `map_batches` over an actor pool of writers -> rationale rows.
+"""Ray Data plumbing: paths rows -> `map_batches` over an actor pool of writers -> rationale rows
+(the `vllm` writer instead runs on Ray's own vLLM processor: kale_ray.synth.ray_llm).
 
 Each actor builds its writer once (a model load, a vLLM engine, an HTTP pool) and then serves batches.
 Actors take fractional CPUs so Ray Data's read tasks always find a CPU (on a 2-CPU node, actors that
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -42,13 +44,6 @@ class SynthWorker:
         return with_node(pa.Table.from_pylist(out, schema=output_schema(batch.schema)))
 
 
-def actor_gpus(cfg: Any) -> float:
-    """GPUs one actor holds: `worker_gpus`, and for vLLM at least one per tensor-parallel rank."""
-    if cfg.backend == "vllm" and cfg.worker_gpus > 0:
-        return max(cfg.worker_gpus, float(cfg.tensor_parallel_size))
-    return cfg.worker_gpus
-
-
 def rationale_dataset(table: pa.Table, spec: dict[str, Any], cfg: Any):  # noqa: ANN201 (ray.data.Dataset)
     """A lazy dataset of rationale rows; one input block per batch so every actor gets work."""
     import ray.data
@@ -58,9 +53,8 @@ def rationale_dataset(table: pa.Table, spec: dict[str, Any], cfg: Any):  # noqa:
     blocks = [table.slice(i, size) for i in range(0, table.num_rows, size)]
     ds = ray.data.from_arrow(blocks)
     remote: dict[str, Any] = {"num_cpus": cfg.worker_cpus, "max_restarts": cfg.max_restarts}
-    gpus = actor_gpus(cfg)
-    if gpus:
-        remote["num_gpus"] = gpus
+    if cfg.worker_gpus:
+        remote["num_gpus"] = cfg.worker_gpus
     key = os.environ.get(cfg.api_key_env) if cfg.backend == "openai" else None
     if key:
         # The driver's key reaches the actors, which may run on other nodes or predate the variable.
@@ -72,3 +66,14 @@ def rationale_dataset(table: pa.Table, spec: dict[str, Any], cfg: Any):  # noqa:
         pool = ActorPoolStrategy(size=max(1, min(cfg.workers, len(blocks))))
         return ds.map_batches(SynthWorker, fn_constructor_kwargs={"spec": spec}, batch_size=size,
                               batch_format="pyarrow", compute=pool, **remote)
+
+
+def rationale_batches(table: pa.Table, spec: dict[str, Any], cfg: Any) -> Iterator[pa.Table]:
+    """The rationale rows of `table` as they come back: the `vllm` writer on Ray's vLLM processor
+    (kale_ray.synth.ray_llm), every other writer on the actor pool of `rationale_dataset`."""
+    if cfg.backend == "vllm":
+        from kale_ray.synth.ray_llm import rationale_batches as vllm_batches
+
+        yield from vllm_batches(table, spec, cfg)
+        return
+    yield from rationale_dataset(table, spec, cfg).iter_batches(batch_format="pyarrow", batch_size=None)

@@ -43,6 +43,11 @@ class Plan:
     ki: bool
     base_status: str  # "ok" | "fallback" | "dropped" | "no_rationale"
 
+    @property
+    def writes(self) -> bool:
+        """Whether the writer is asked for this row."""
+        return self.base_status not in ("dropped", "no_rationale")
+
 
 def has_path(row: dict[str, Any], max_paths: int) -> bool:
     return row.get("path_status") == "ok" and bool(facts(row, max_paths))
@@ -82,24 +87,28 @@ def write_rationales(rows: list[dict[str, Any]], backend: Backend, *, ki: bool, 
                      max_paths: int, generator: dict[str, Any]) -> list[dict[str, Any]]:
     """One output row per input row, in order, every one labelled with a status."""
     plans = [plan_row(r, ki, no_path, max_paths, backend.needs_paths) for r in rows]
-    todo = [i for i, p in enumerate(plans) if p.base_status not in ("dropped", "no_rationale")]
+    todo = [i for i, p in enumerate(plans) if p.writes]
     requests = [Request(build_messages(rows[i], plans[i].ki, max_paths), rows[i], plans[i].ki) for i in todo]
     gens: dict[int, Generation] = dict(zip(todo, _generate_safely(backend, requests), strict=True))
     meta = json.dumps(generator, sort_keys=True)
-    out = []
-    for i, (row, plan) in enumerate(zip(rows, plans, strict=True)):
-        result = {"rationale": None, "prompt": "", "ki": plan.ki, "status": plan.base_status, "error": None,
-                  "error_kind": None, "generator": meta, "tokens": 0, "retries": 0}
-        gen = gens.get(i)
-        if gen is not None:
-            result.update(prompt=gen.prompt, tokens=gen.tokens, retries=gen.extra.get("retries", 0))
-            if gen.error is not None:
-                result.update(status="error", error=gen.error, error_kind=gen.error_kind)
-            else:
-                verdict = check_rationale(gen.text, gen.finish_reason, row.get("choices"), llm=backend.llm)
-                result["rationale"] = verdict.text
-                if verdict.degenerate:
-                    result.update(status="degenerate", error=f"degenerate: {verdict.degenerate}",
-                                  error_kind=verdict.degenerate)
-        out.append({**row, **result})
-    return out
+    return [finish_row(row, plan, gens.get(i), meta, llm=backend.llm)
+            for i, (row, plan) in enumerate(zip(rows, plans, strict=True))]
+
+
+def finish_row(row: dict[str, Any], plan: Plan, gen: Generation | None, meta: str, llm: bool = True) -> dict[str, Any]:
+    """The output row of `row`: its plan's status, or the judged generation (`gen`; None: not generated).
+    Shared by the actor writers and the ray.data.llm writer (kale_ray.synth.ray_llm), which judges in
+    the driver what Ray's vLLM processor returned."""
+    result = {"rationale": None, "prompt": "", "ki": plan.ki, "status": plan.base_status, "error": None,
+              "error_kind": None, "generator": meta, "tokens": 0, "retries": 0}
+    if gen is not None:
+        result.update(prompt=gen.prompt, tokens=gen.tokens, retries=gen.extra.get("retries", 0))
+        if gen.error is not None:
+            result.update(status="error", error=gen.error, error_kind=gen.error_kind)
+        else:
+            verdict = check_rationale(gen.text, gen.finish_reason, row.get("choices"), llm=llm)
+            result["rationale"] = verdict.text
+            if verdict.degenerate:
+                result.update(status="degenerate", error=f"degenerate: {verdict.degenerate}",
+                              error_kind=verdict.degenerate)
+    return {**row, **result}

@@ -48,7 +48,7 @@ def writer_seed(cfg: Any) -> int:
 
 
 def writer_model(cfg: Any) -> str | None:
-    """The checkpoint (hf, vllm: registered names are prepared once) or served model name (openai)."""
+    """The checkpoint (hf, vllm: registered names are prepared once, in a Ray task) or served model name (openai)."""
     name = cfg.synth.model or cfg.model.name_or_path
     if cfg.synth.backend == "template":
         return None
@@ -160,7 +160,7 @@ class _PartWriter:
 
 def _generate(cfg: Any, todo: pa.Table, out: Path) -> dict[str, float]:
     from kale_ray.ray_utils import init_ray
-    from kale_ray.synth.pipeline import rationale_dataset
+    from kale_ray.synth.pipeline import rationale_batches
 
     init_ray(cfg.ray)
     spec = {"synth": cfg.synth.model_dump(mode="json"), "model": writer_model(cfg), "seed": writer_seed(cfg),
@@ -169,7 +169,7 @@ def _generate(cfg: Any, todo: pa.Table, out: Path) -> dict[str, float]:
                         metrics_path=out / "metrics.jsonl")
     writer = _PartWriter(out, cfg.synth.part_rows, cfg.synth.flush_s)
     tokens = 0
-    for batch in rationale_dataset(todo, spec, cfg.synth).iter_batches(batch_format="pyarrow", batch_size=None):
+    for batch in rationale_batches(todo, spec, cfg.synth):
         batch_tokens = int(pc.sum(batch.column("tokens")).as_py() or 0)
         tokens += batch_tokens
         writer.add(batch)

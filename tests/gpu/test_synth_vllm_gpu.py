@@ -1,6 +1,7 @@
-"""The vllm backend on a GPU node: one engine per Ray Data actor holding `synth.worker_gpus` GPUs.
-Needs CUDA and the `gpu` extra (vLLM through ray[llm]); skipped elsewhere. Not yet run: no GPU was lent
-to the session that wrote it (the CPU path is tests/ray/test_synth_vllm_cpu.py)."""
+"""The vllm backend on a GPU node: Ray's vLLM processor (ray.data.llm), one engine replica on a
+{GPU: 1, CPU: synth.worker_cpus} bundle. Needs CUDA and the `gpu` extra (vLLM through ray[llm]); skipped
+elsewhere. Not yet run: no GPU was lent to the sessions that wrote it (the CPU path is
+tests/ray/test_synth_vllm_cpu.py)."""
 
 from __future__ import annotations
 
@@ -33,4 +34,4 @@ def test_vllm_stage_on_a_gpu(ray_local, tmp_path, data_root, smollm2_path):
     out = run_synth_stage(cfg, paths_dir, tmp_path / "synth")
     counts = Manifest.read(out).counts
     assert counts["rows"] == 8 and counts["error"] == 0 and counts["tokens"] > 0
-    assert all(json.loads(g)["backend"] == "vllm" for g in read_parts(out).column("generator").to_pylist())
+    assert all(json.loads(g)["engine"] == "ray.data.llm" for g in read_parts(out).column("generator").to_pylist())

@@ -29,7 +29,8 @@ def test_forbidden_list_is_checked():
 ENGINES = """
 import json, sys
 import kale_ray.engines, kale_ray.engines.base, kale_ray.engines.registry, kale_ray.engines.loading
-import kale_ray.engines.hf, kale_ray.engines.vllm, kale_ray.serving.openai_api, kale_ray.synth.backends.hf
+import kale_ray.engines.hf, kale_ray.serving.openai_api, kale_ray.synth.backends.hf
+import kale_ray.synth.ray_llm, kale_ray.serving.ray_llm
 print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {'vllm','torch','transformers','peft'})))
 """
 

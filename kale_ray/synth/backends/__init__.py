@@ -10,7 +10,7 @@ __all__ = ["Backend", "Generation", "Request", "make_backend"]
 
 
 def make_backend(cfg: Any, model: str, seed: int, dtype: str = "float32") -> Backend:
-    """`cfg` is a SynthConfig; `model` a local checkpoint (hf, vllm) or the served model name (openai)."""
+    """`cfg` is a SynthConfig; `model` a local checkpoint (hf) or the served model name (openai)."""
     if cfg.backend == "template":
         from kale_ray.synth.backends.template import TemplateBackend
 
@@ -24,7 +24,6 @@ def make_backend(cfg: Any, model: str, seed: int, dtype: str = "float32") -> Bac
 
         return OpenAIBackend(cfg, model, seed)
     if cfg.backend == "vllm":
-        from kale_ray.synth.backends.vllm import VLLMBackend
-
-        return VLLMBackend(cfg, model, seed, dtype)
+        raise ValueError("the vllm writer runs on Ray's vLLM processor (kale_ray.synth.ray_llm), not as an actor's "
+                         "backend")
     raise ValueError(f"unknown synth backend {cfg.backend!r}")

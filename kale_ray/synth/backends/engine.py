@@ -1,6 +1,6 @@
-"""A rationale writer over an engine of `kale_ray.engines` (transformers or vLLM): the chat template's
-text, a context check per row, then one batched generation. The hf and vllm writers differ only in
-the engine they build."""
+"""A rationale writer over an engine of `kale_ray.engines` (transformers): the chat template's text, a
+context check per row, then one batched generation. (The vllm writer is Ray's vLLM processor:
+kale_ray.synth.ray_llm.)"""
 
 from __future__ import annotations
 
