@@ -57,6 +57,29 @@ def served_layout(base: str, models: dict[str, str], aliases: frozenset[str] = f
     return entries, names
 
 
+def stage_adapters_in_store(entries: list[dict[str, Any]], staging: Path) -> list[dict[str, Any]]:
+    """The vllm backend (Ray's LLM serving) loads adapters from object storage only, as `<prefix>/<name>`:
+    adapters that live in an object-store workdir are copied, published, to `<staging>/<name>` there
+    and named by their URI. Others are left as they are (a URI already; a local directory, which Ray's
+    serving refuses with a clear error)."""
+    import shutil
+
+    staged = []
+    for entry in entries:
+        adapters = dict(entry["adapters"])
+        for name, path in adapters.items():
+            if storage.is_uri(path) or storage.remote_location(path) is None:
+                continue
+            target = staging / entry["name"] / name
+            storage.fetch(path)
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(path, target)
+            storage.publish(target)
+            adapters[name] = storage.remote_location(target)
+        staged.append({**entry, "adapters": adapters})
+    return staged
+
+
 def _serve_http() -> tuple[str, bool]:
     """The HTTP address of the Serve instance, and whether this call started it: a running instance is
     reused, else one starts on 127.0.0.1 and a free port (the stage's app is not for other clients, and
@@ -113,6 +136,8 @@ def serving(cfg: Any, models: dict[str, str]) -> Iterator[tuple[dict[str, str], 
         yield dict(models), []
         return
     check_fits(cfg, len(entries))
+    if cfg.serve.backend == "vllm":
+        entries = stage_adapters_in_store(entries, cfg.stage_dir("serve-adapters"))
     tag = hashlib.sha256(repr(entries).encode()).hexdigest()[:8]
     app_name = f"{cfg.serve.app_name}-eval-{tag}"
     app_cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={

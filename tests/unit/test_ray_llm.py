@@ -51,3 +51,26 @@ def test_served_names_follow_the_backend():
     vllm = load_config(None, [f"serve.models={models}", "serve.backend=vllm"])
     assert served_names(hf) == ["b", "x"] and served_names(vllm) == ["b", "b:x"]
     assert served_name(vllm, "b") == "b" and ready_path(hf) == "/ready" and ready_path(vllm) == "/v1/models"
+
+
+def test_adapters_in_an_object_store_workdir_are_staged_for_ray_under_one_prefix(s3_store):
+    """The eval stage on the vllm backend: trained adapters in an s3:// workdir become `<prefix>/<name>`
+    URIs in that store, which Ray's dynamic LoRA loading accepts; a local adapter stays local (and
+    lora_prefix refuses it, as before)."""
+    from kale_ray import storage
+    from kale_ray.eval.served import stage_adapters_in_store
+
+    root = storage.local_root(f"{s3_store.uri}/vllm-adapters")
+    adapter = root / "run" / "train" / "ka" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.safetensors").write_bytes(b"w" * 64)
+    storage.publish(adapter)
+    entry = {"name": "base", "path": "/models/base", "adapters": {"KALE": str(adapter)}}
+    (staged,) = stage_adapters_in_store([entry], root / "run" / "serve-adapters")
+    assert staged["adapters"] == {"KALE": "s3://kale/session/vllm-adapters/run/serve-adapters/base/KALE"}
+    assert lora_prefix(staged) == "s3://kale/session/vllm-adapters/run/serve-adapters/base"
+    keys = s3_store.keys("session/vllm-adapters/run/serve-adapters/base/KALE/")
+    assert len(keys) == 2
+    local = {"name": "base", "path": "/models/base", "adapters": {"KALE": "/tmp/some/adapter"}}
+    assert stage_adapters_in_store([local], root / "x") == [local]
