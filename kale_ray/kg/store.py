@@ -117,8 +117,12 @@ def write_kg(tables: KGTables, out: Path, *, config_hash: str, source: str, inpu
 
 def write_manifest(out: Path, *, config_hash: str, source: str, inputs: dict[str, Any], counts: dict[str, Any],
                    extra: dict[str, Any]) -> None:
+    from kale_ray.ray_utils import this_node
+
+    # The node that assembled the artifact (this process: the driver for a KG read in one process, the
+    # one pinned build task with an object-store workdir).
     Manifest(stage="kg", config_hash=config_hash, config={"source": source}, inputs=inputs, counts=counts,
-             extra={"layout": LAYOUT, **extra}).write(out)
+             extra={"layout": LAYOUT, "nodes": [this_node()], **extra}).write(out)
 
 
 @dataclass
