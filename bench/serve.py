@@ -42,6 +42,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+
+def run_clients(clients: int, fn, bodies: list[dict]) -> tuple[list, float, int]:  # noqa: ANN001
+    """`fn` over `bodies` from `clients` threads: (outcomes as (status, value), wall seconds, non-200s)."""
+    with ThreadPoolExecutor(clients) as pool:
+        t0 = time.perf_counter()
+        outcomes = list(pool.map(fn, bodies))
+        wall = time.perf_counter() - t0
+    return outcomes, wall, sum(1 for code, _ in outcomes if code != 200)
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=40)
@@ -128,11 +137,7 @@ def main() -> int:
                 resp = session.post(f"{api}/completions", json=body, timeout=600)
                 return resp.status_code, time.perf_counter() - start
 
-            with ThreadPoolExecutor(clients) as pool:
-                t0 = time.perf_counter()
-                outcomes = list(pool.map(one, bodies))
-                wall = time.perf_counter() - t0
-            bad = sum(1 for code, _ in outcomes if code != 200)
+            outcomes, wall, bad = run_clients(clients, one, bodies)
             errors += bad
             times = [t for _, t in outcomes]
             latency[str(clients)] = {"requests": n, "errors": bad, "p50_s": percentile(times, 0.5),
@@ -152,11 +157,7 @@ def main() -> int:
                 resp = session.post(f"{api}/completions", json=body, timeout=600)
                 return resp.status_code, resp.json()["usage"]["completion_tokens"] if resp.status_code == 200 else 0
 
-            with ThreadPoolExecutor(clients) as pool:
-                t0 = time.perf_counter()
-                outcomes = list(pool.map(gen, bodies))
-                wall = time.perf_counter() - t0
-            bad = sum(1 for code, _ in outcomes if code != 200)
+            outcomes, wall, bad = run_clients(clients, gen, bodies)
             errors += bad
             tokens = sum(t for _, t in outcomes)
             generation[str(clients)] = {"requests": n, "errors": bad, "tokens": tokens, "seconds": wall,

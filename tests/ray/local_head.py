@@ -39,6 +39,18 @@ def _agent_ports() -> list[str]:
         "runtime-env-agent-port", "node-manager-port", "object-manager-port")]
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the node's process group, SIGKILL to what is left after 30 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 def ray_bin() -> str:
     return str(Path(os.sys.executable).with_name("ray"))
 
@@ -73,14 +85,7 @@ def local_head(num_cpus: int = 2, extra_args: list[str] | None = None,
                 time.sleep(1)
         yield head
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        _stop(proc)
         log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
@@ -131,12 +136,6 @@ def worker_node(head: Head, num_cpus: int, num_gpus: int = 0, timeout_s: float =
             time.sleep(1)
         yield WorkerNode(new[0]["node_id"], proc, temp_dir)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+        _stop(proc)
         log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
