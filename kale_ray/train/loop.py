@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kale_ray import storage
 from kale_ray.config.train import TrainConfig
 from kale_ray.train.checkpoint import EXPORT_DIR, TrainState, checkpoint_dir_name, read_state, write_state
 
@@ -379,3 +380,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     write_memory_report(run_dir, rank, runner.module, device)
     if logger:
         logger.close()
+    # What this worker wrote beside the checkpoints (its memory report; on rank 0 the metrics and the
+    # trackers' files) reaches an object-store workdir from the node it ran on.
+    storage.publish(run_dir)
