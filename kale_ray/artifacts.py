@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from kale_ray import storage
 
 MANIFEST = storage.MANIFEST
+NODE_COLUMN = "node"  # which node wrote a row (kale_ray.ray_utils.with_node)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -206,7 +207,7 @@ def pending_rows(out: Path, stage: str, config_hash: str, rows: pa.Table) -> Pen
     return Pending(todo, len(done), max(parts, default=-1) + 1)
 
 
-def recorded_nodes(parts: Iterable[Path], column: str = "node") -> list[str]:
+def recorded_nodes(parts: Iterable[Path], column: str = NODE_COLUMN) -> list[str]:
     """The nodes that wrote an artifact's rows (its parts' `node` column; parts without one add none)."""
     nodes: set[str] = set()
     for part in parts:

@@ -17,9 +17,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-NODE_COLUMN = "node"
-
-
 def this_node() -> str:
     """The Ray node id of this process (hex), else its host name: what a stage records as the node
     that did its work (on one machine every node shares a host name; node ids tell them apart)."""
@@ -36,33 +33,31 @@ def with_node(batch: Any) -> Any:
     """An Arrow table with its `node` column set to this process's node (replacing an earlier stage's)."""
     import pyarrow as pa
 
+    from kale_ray.artifacts import NODE_COLUMN
+
     if NODE_COLUMN in batch.column_names:
         batch = batch.drop_columns([NODE_COLUMN])
     return batch.append_column(NODE_COLUMN, pa.array([this_node()] * batch.num_rows, pa.string()))
 
 
-_pinned: str | None = None
+_pinned: dict[str, Any] = {}  # the task options of pin_to_this_node's node, once pinned
 
 
 def pin_to_this_node() -> None:
     """Ray Data and kale-ray's own tasks started from this process run on its node from now on: for work
     whose tasks share scratch files (the KG build) where the workdir is no shared filesystem."""
-    global _pinned
     import ray.data
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    _pinned = this_node()
+    strategy = NodeAffinitySchedulingStrategy(this_node(), soft=False)
+    _pinned["scheduling_strategy"] = strategy
     ctx = ray.data.DataContext.get_current()
-    ctx.scheduling_strategy = ctx.scheduling_strategy_large_args = NodeAffinitySchedulingStrategy(_pinned, soft=False)
+    ctx.scheduling_strategy = ctx.scheduling_strategy_large_args = strategy
 
 
 def task_placement() -> dict[str, Any]:
     """Ray task options for `pin_to_this_node`'s node, if this process pinned one."""
-    if _pinned is None:
-        return {}
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(_pinned, soft=False)}
+    return dict(_pinned)
 
 
 def cluster_address(cfg: RayConfig) -> str | None:
