@@ -214,7 +214,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--items", type=int, default=1_000_000)
     ap.add_argument("--statements-per-item", type=float, default=10.0)
-    ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--cpus", type=int, default=2, help="Ray's CPUs, and the processes writing the dump")
+    ap.add_argument("--parts", type=int, default=0, help="dump files (default: one per 250,000 items)")
     ap.add_argument("--shard-lines", type=int, default=50_000)
     ap.add_argument("--bucket-rows", type=int, default=2_000_000)
     ap.add_argument("--pairs", type=int, default=2_000)
@@ -238,13 +239,22 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"items": args.items, "statements_per_item": args.statements_per_item,
                               "cpus": args.cpus, "shard_lines": args.shard_lines, "bucket_rows": args.bucket_rows}
-    dump = work / f"dump-{args.items}-{args.statements_per_item:g}.json.gz"
+    parts = args.parts or max(1, args.items // 250_000)
+    dump = work / f"dump-{args.items}-{args.statements_per_item:g}" / ("" if parts > 1 else "dump.json.gz")
+    written = dump.parent / "written.json"  # last, so a dump cut short by a crash is written again
     t0 = time.perf_counter()
-    if not (args.keep_dump and dump.is_file()):
-        result["dump"] = write_dump(dump, args.items, args.statements_per_item, seed=0, malformed=10)
+    if args.keep_dump and written.is_file():
+        result["dump"] = json.loads(written.read_text())
+    else:
+        dump.parent.mkdir(parents=True, exist_ok=True)
+        written.unlink(missing_ok=True)
+        result["dump"] = write_dump(dump, args.items, args.statements_per_item, seed=0, malformed=10, parts=parts,
+                                    processes=args.cpus)
+        written.write_text(json.dumps(result["dump"]))
     result["generate_s"] = time.perf_counter() - t0
-    result["dump_bytes"] = dump.stat().st_size
-    print(f"dump: {dump} ({dump.stat().st_size / MiB:.0f} MiB gz) in {result['generate_s']:.0f}s", flush=True)
+    result["dump_bytes"] = dir_bytes(dump) if dump.is_dir() else dump.stat().st_size
+    print(f"dump: {dump} ({result['dump_bytes'] / MiB:.0f} MiB gz, {parts} file(s), "
+          f"{result['dump']['statements']:,} item statements) in {result['generate_s']:.0f}s", flush=True)
 
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
              object_store_memory=512 * MiB)

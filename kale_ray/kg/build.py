@@ -466,9 +466,9 @@ def assemble(summaries: list[ShardSummary], out: Path, *, config_hash: str, sour
     return out
 
 
-def read_lines(path: Path, chunk_bytes: int = 16 * 1024**2):  # noqa: ANN201 (ray.data.Dataset)
-    """A Ray Data dataset of a text file's lines (column `text`) that streams: `ray.data.read_text`
-    reads each file whole into one task's memory (a decompressed dump is hundreds of GB); this reads
+def read_lines(paths: Path | list[Path], chunk_bytes: int = 16 * 1024**2):  # noqa: ANN201 (ray.data.Dataset)
+    """A Ray Data dataset of text files' lines (column `text`), file after file, that streams:
+    `ray.data.read_text` reads each file whole into one task's memory (a decompressed dump is hundreds of GB); this reads
     `chunk_bytes` at a time and yields a block per chunk, so a read task holds one chunk and one line."""
     import ray.data
     from ray.data.datasource import FileBasedDatasource
@@ -490,4 +490,5 @@ def read_lines(path: Path, chunk_bytes: int = 16 * 1024**2):  # noqa: ANN201 (ra
             if rest:
                 yield pa.table({"text": pa.array(rest.decode("utf-8").splitlines(), pa.string())})
 
-    return ray.data.read_datasource(LinesDatasource(str(path)))
+    files = [str(p) for p in paths] if isinstance(paths, list) else str(paths)
+    return ray.data.read_datasource(LinesDatasource(files))

@@ -4,9 +4,11 @@ shards and buckets) against a single-process reference, and two actors sharing o
 from __future__ import annotations
 
 import bz2
+import gzip
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,11 +16,17 @@ import pytest
 from kale_ray.kg.build import BuildLimits
 from kale_ray.kg.dumpgen import write_dump
 from kale_ray.kg.sources.base import KGBuilder
-from kale_ray.kg.sources.wikidata import build_wikidata, parse_entity_line
+from kale_ray.kg.sources.wikidata import build_wikidata, dump_files, parse_entity_line
 from kale_ray.kg.stage import build_kg
 from kale_ray.kg.store import load_kg
 
 pytestmark = pytest.mark.ray
+
+
+def _lines(dump: Path) -> Iterator[str]:
+    for path in dump_files(dump):
+        with (bz2.open if path.suffix == ".bz2" else gzip.open)(path, "rt", encoding="utf-8") as fh:
+            yield from fh
 
 
 def reference(dump: Path) -> tuple[Counter, dict[str, str], int]:
@@ -26,25 +34,32 @@ def reference(dump: Path) -> tuple[Counter, dict[str, str], int]:
     builder = KGBuilder()
     edges = []
     skipped = 0
-    with bz2.open(dump, "rt", encoding="utf-8") as fh:
-        for line in fh:
-            row = parse_entity_line(line)
-            if row["kind"] == "error":
-                skipped += 1
-            elif row["kind"] == "item":
-                builder.entity(row["key"], label=row["label"], aliases=row["aliases"])
-                edges.extend((row["key"], r, t) for r, t in zip(row["rels"], row["tails"], strict=True))
+    for line in _lines(dump):
+        row = parse_entity_line(line)
+        if row["kind"] == "error":
+            skipped += 1
+        elif row["kind"] == "item":
+            builder.entity(row["key"], label=row["label"], aliases=row["aliases"])
+            edges.extend((row["key"], r, t) for r, t in zip(row["rels"], row["tails"], strict=True))
     for head, rel, tail in edges:
         builder.triple(head, rel, tail)
     labels = dict(zip(builder.entity_ids, builder.labels, strict=True))
     return Counter(edges), labels, skipped
 
 
-def test_streaming_build_of_a_generated_dump_matches_a_single_process_read(ray_local, tmp_path: Path) -> None:  # noqa: ANN001
-    dump = tmp_path / "latest-all.json.bz2"
-    wrote = write_dump(dump, items=800, statements_per_item=6, properties=30, seed=1, malformed=3)
+# One file; or a directory of its parts, read in name order as one dump (the generator writes 10,000
+# items a chunk, so 25,000 items make 3 parts).
+@pytest.mark.parametrize("name, parts, items, per_item, shard_lines, bucket_rows",
+                         [("latest-all.json.bz2", 1, 800, 6, 200, 2_000), ("parts", 3, 25_000, 1.5, 5_000, 20_000)])
+def test_streaming_build_of_a_generated_dump_matches_a_single_process_read(  # noqa: PLR0913
+        ray_local, tmp_path: Path, name: str, parts: int, items: int, per_item: float, shard_lines: int,  # noqa: ANN001
+        bucket_rows: int) -> None:
+    dump = tmp_path / name
+    wrote = write_dump(dump, items=items, statements_per_item=per_item, properties=30, seed=1, malformed=3,
+                       parts=parts)
+    assert wrote["files"] == parts and len(dump_files(dump)) == parts
     out = build_wikidata(dump, tmp_path / "kg", config_hash="t", inputs={},
-                         limits=BuildLimits(shard_lines=200, bucket_rows=2_000))
+                         limits=BuildLimits(shard_lines=shard_lines, bucket_rows=bucket_rows))
     kg = load_kg(out)
     build = kg.manifest["extra"]["build"]
     assert build["shards"] >= 4 and build["key_buckets"] >= 2 and build["csr_buckets"] >= 2

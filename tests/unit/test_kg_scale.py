@@ -224,3 +224,21 @@ def test_a_malformed_dump_line_is_counted_not_fatal(tmp_path: Path) -> None:
     assert summary.entities == 1 and summary.edges == 1 and sum(summary.skipped.values()) == 3
     kg = _assemble(tmp_path, [summary], bucket_rows=1000)
     assert kg.manifest["counts"]["skipped"] == 3 and kg.triple_keys(0) == ("Q1", "P1", "Q2")
+
+
+def test_a_generated_dump_is_the_same_whatever_files_and_processes_write_it(tmp_path: Path) -> None:
+    import gzip
+
+    from kale_ray.kg.dumpgen import write_dump
+
+    one = write_dump(tmp_path / "one.json.gz", items=25_000, statements_per_item=3, seed=4, malformed=2)
+    many = write_dump(tmp_path / "parts", items=25_000, statements_per_item=3, seed=4, malformed=2, parts=3,
+                      processes=2)
+    assert {**one, "files": 3} == many and one["statements"] > 25_000
+    files = sorted((tmp_path / "parts").iterdir())
+    assert len(files) == 3
+    text = gzip.decompress((tmp_path / "one.json.gz").read_bytes())
+    assert b"".join(gzip.decompress(f.read_bytes()) for f in files) == text
+    assert text.startswith(b"[\n") and text.endswith(b"]\n") and text.count(b"{not json}") == 2
+    other = write_dump(tmp_path / "seed5.json.gz", items=25_000, statements_per_item=3, seed=5)
+    assert other["statements"] != one["statements"]

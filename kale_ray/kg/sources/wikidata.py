@@ -114,14 +114,27 @@ def parse_batch(batch: dict[str, Any], directory: str) -> dict[str, list[Any]]:
     return parse_lines(batch["text"], directory)
 
 
+def dump_files(path: Path) -> list[Path]:
+    """The dump's files in reading order: the file itself, or a directory's files by name (a dump split
+    into parts, one read task each, e.g. `split -l` of the decompressed dump, or parts written so)."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        if not files:
+            raise FileNotFoundError(f"Wikidata dump directory has no files: {path}")
+        return files
+    if not path.exists():
+        raise FileNotFoundError(f"Wikidata dump not found: {path}")
+    return [path]
+
+
 def build_wikidata(path: Path, out: Path, *, config_hash: str, inputs: dict[str, Any],
                    limits: BuildLimits | None = None, on_step: Callable[[str], None] | None = None) -> Path:
-    """Parse the dump on Ray Data into shards (in input order), then `build.assemble` the artifact."""
+    """Parse the dump (a file, or a directory of its parts) on Ray Data into shards (in input order),
+    then `build.assemble` the artifact."""
     import ray.data
 
     path, out = Path(path), Path(out)
-    if not path.exists():
-        raise FileNotFoundError(f"Wikidata dump not found: {path}")
+    files = dump_files(path)
     limits = limits or BuildLimits()
     report = BuildReport()
     work = out / ".build"
@@ -131,7 +144,7 @@ def build_wikidata(path: Path, out: Path, *, config_hash: str, inputs: dict[str,
     keep_order = ctx.execution_options.preserve_order
     ctx.execution_options.preserve_order = True  # shard order = dump order: edge ids are reproducible
     try:
-        ds = read_lines(path).map_batches(parse_batch, batch_size=limits.shard_lines,
+        ds = read_lines(files).map_batches(parse_batch, batch_size=limits.shard_lines,
                                                       batch_format="numpy",
                                                       fn_kwargs={"directory": str(work / "parsed")})
         summaries = [ShardSummary.from_row(str(r["summary"])) for r in ds.iter_rows()]
