@@ -10,7 +10,9 @@ counted twice) and the largest single process's peak RSS (what one task holds); 
 1, 2 and 4 paths actors (each maps the KG, builds its linker and searcher and reads every page): load
 seconds, anonymous (private) memory each adds and the tree's PSS; linking throughput (questions/s, one
 core); path throughput at hop limit 3 (pairs/s, one core, one batched call over half near, half random
-pairs) on this KG and on WordNet, and their ratio. Results go to bench/README.md by hand.
+pairs) on this KG and on WordNet, and their ratio, with the hub cap --max-degree-through (and, with a
+cap, the same pairs without one: pairs/s, pairs with a path, expansions). Results go to bench/README.md
+by hand.
 """
 
 from __future__ import annotations
@@ -168,17 +170,19 @@ def near_pairs(adj, n: int, seed: int, hops: int = 3) -> tuple[np.ndarray, np.nd
     return sources, targets
 
 
-def path_throughput(kg, pairs: int, seed: int = 0, rounds: int = 3, in_memory: bool = False  # noqa: ANN001
-                    ) -> dict[str, float]:
-    """Pairs/s of one batched search at hop limit 3; `in_memory` searches private copies of the CSR
-    instead of the mapped arrays (the same pairs: what mapping costs, if anything)."""
+def path_throughput(kg, pairs: int, seed: int = 0, rounds: int = 3, in_memory: bool = False,  # noqa: ANN001
+                    max_degree_through: int | None = None) -> dict[str, float]:
+    """Pairs/s of one batched search at hop limit 3 with the hub cap `max_degree_through`
+    (`paths.max_degree_through`, None = none); `in_memory` searches private copies of the CSR instead of
+    the mapped arrays (the same pairs: what mapping costs, if anything). Work per pair is reported as
+    expansions (mean, and the largest: a pair that walks into a hub shows there)."""
     from kale_ray.kg.paths import PathSearcher, SearchLimits
     from kale_ray.kg.store import Adjacency
 
     adj = kg.adjacency
     if in_memory:
         adj = Adjacency(np.array(adj.indptr), np.array(adj.nbr), np.array(adj.edge), np.array(adj.back))
-    searcher = PathSearcher(adj, SearchLimits(max_hops=3, max_paths=8))
+    searcher = PathSearcher(adj, SearchLimits(max_hops=3, max_paths=8, max_degree_through=max_degree_through))
     sources, targets = near_pairs(kg.adjacency, pairs, seed)
     searcher.search_many(sources[:10], targets[:10])  # compiled once
     best = float("inf")
@@ -186,10 +190,15 @@ def path_throughput(kg, pairs: int, seed: int = 0, rounds: int = 3, in_memory: b
         t0 = time.perf_counter()
         batch = searcher.search_many(sources, targets)
         best = min(best, time.perf_counter() - t0)
-    found = sum(bool(batch[j].nodes) for j in range(len(batch)))
     degree = np.diff(kg.adjacency.indptr)
-    return {"mean_degree": float(degree.mean()), "max_degree": int(degree.max()), "pairs": pairs, "seconds": best, "pairs_per_s": pairs / best, "with_path": found,
-            "expanded_per_pair": float(np.mean([batch[j].nodes_expanded for j in range(len(batch))]))}
+    return {"mean_degree": float(degree.mean()), "max_degree": int(degree.max()),
+            "max_degree_through": max_degree_through,
+            "nodes_over_cap": 0 if max_degree_through is None else int((degree > max_degree_through).sum()),
+            "pairs": pairs, "seconds": best, "pairs_per_s": pairs / best,
+            "with_path": int(np.count_nonzero(np.diff(batch.pair_offsets))),
+            "paths_per_pair": float(batch.pair_offsets[-1] / max(pairs, 1)),
+            "expanded_per_pair": float(batch.expanded.mean()), "expanded_max": int(batch.expanded.max()),
+            "truncated": int(batch.truncated.sum())}
 
 
 def linking_throughput(kg, count: int) -> dict[str, float]:  # noqa: ANN001
@@ -225,6 +234,9 @@ def main() -> None:
     ap.add_argument("--keep-dump", action="store_true", help="reuse a dump of the same size if present")
     ap.add_argument("--paths-only", action="store_true",
                     help="reuse the KG built in --workdir: linking and path throughput only")
+    ap.add_argument("--max-degree-through", type=int, default=None, metavar="N",
+                    help="hub cap of the path searches (paths.max_degree_through; default none); with a cap, "
+                         "the same pairs are also searched without one (paths_no_cap)")
     args = ap.parse_args()
     if args.paths_only:
         return measure_paths(args)
@@ -298,11 +310,16 @@ def measure_paths(args: argparse.Namespace, kg=None) -> dict[str, Any]:  # noqa:
     from kale_ray.kg.store import load_kg
 
     kg = kg or load_kg(args.workdir / "kg")
+    cap = args.max_degree_through
     result: dict[str, Any] = {"linking": linking_throughput(kg, args.questions),
-                              "paths": path_throughput(kg, args.pairs),
-                              "paths_in_memory": path_throughput(kg, args.pairs, in_memory=True)}
+                              "paths": path_throughput(kg, args.pairs, max_degree_through=cap),
+                              "paths_in_memory": path_throughput(kg, args.pairs, in_memory=True,
+                                                                 max_degree_through=cap)}
+    if cap is not None:
+        result["paths_no_cap"] = path_throughput(kg, args.pairs)
+        result["cap_speedup"] = result["paths"]["pairs_per_s"] / result["paths_no_cap"]["pairs_per_s"]
     wordnet = load_kg(build_kg("wordnet", Path("/usr/share/wordnet"), args.workdir / "wordnet"))
-    result["wordnet_paths"] = path_throughput(wordnet, args.pairs)
+    result["wordnet_paths"] = path_throughput(wordnet, args.pairs, max_degree_through=cap)
     result["paths_per_core_ratio_vs_wordnet"] = result["paths"]["pairs_per_s"] / result["wordnet_paths"]["pairs_per_s"]
     result["mapped_vs_in_memory"] = result["paths"]["pairs_per_s"] / result["paths_in_memory"]["pairs_per_s"]
     print(json.dumps(result, indent=1), flush=True)

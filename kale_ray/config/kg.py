@@ -43,6 +43,13 @@ class PathsConfig(_Section):
     max_paths_per_row: int = Field(8, ge=1, description="Paths kept per row over all its pairs (shortest first).")
     max_expansions: int = Field(
         200_000, ge=1, description="Expansion budget per pair; a search that hits it returns what it found so far.")
+    max_degree_through: int | None = Field(
+        None, ge=1, description="Hub cap: a node with more distinct neighbours (undirected) than this is never an "
+        "inner node of a path, only its source or answer end; every heuristic and BFS of the search honours it. "
+        "Paths through hubs like Wikidata's 'human' or 'English' are expensive (a hub's neighbourhood grows with "
+        "the graph) and say nothing as rationales. null = no limit (WordNet and MetaQA need none: MetaQA's "
+        "multi-hop answers go through genre and language nodes of thousands of neighbours). For Wikidata-scale "
+        "graphs, a few thousand (docs/stages/kg.md, 'Hubs').")
     no_path: Literal["fallback", "drop"] = Field(
         "fallback", description="Rows with no path: write a w/o-KI rationale (fallback) or drop them.")
     workers: int = Field(2, ge=1, description="Path-search actors in the Ray Data actor pool.")

@@ -64,7 +64,8 @@ class RowPathFinder:
         limits = SearchLimits(max_paths=paths_cfg["max_paths"], max_hops=paths_cfg["max_hops"],
                               anchors=paths_cfg["anchors"], anchor_hops=paths_cfg["anchor_hops"],
                               anchor_depth=paths_cfg["anchor_depth"], max_expansions=paths_cfg["max_expansions"],
-                              seed=seed, heuristic=paths_cfg["heuristic"])
+                              seed=seed, heuristic=paths_cfg["heuristic"],
+                              max_degree_through=paths_cfg["max_degree_through"])
         self.searcher = PathSearcher(kg.adjacency, limits)
 
     def process(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -169,6 +170,8 @@ def stage_hash(cfg, rows: pa.Table, kg_dir: Path) -> str:  # noqa: ANN001 (KaleC
     # How the work is spread (workers, CPUs, batch size) does not change a row's result: a re-run with
     # another pool size resumes instead of starting over.
     search = cfg.paths.model_dump(mode="json", exclude=set(EXECUTION_KEYS))
+    if search["max_degree_through"] is None:  # no cap searches as before the key existed: those runs resume
+        del search["max_degree_through"]
     blob = json.dumps({"paths": search, "kg": cfg.kg.model_dump(mode="json"), "seed": cfg.seed,
                        "kg_artifact": kg_manifest.config_hash if kg_manifest else str(kg_dir), "ids": ids},
                       sort_keys=True, default=str)

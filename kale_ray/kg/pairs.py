@@ -17,7 +17,8 @@ def limits_from(paths_cfg, seed: int):  # noqa: ANN001, ANN201 (PathsConfig -> S
 
     return SearchLimits(max_paths=paths_cfg.max_paths, max_hops=paths_cfg.max_hops, anchors=paths_cfg.anchors,
                         anchor_hops=paths_cfg.anchor_hops, anchor_depth=paths_cfg.anchor_depth,
-                        max_expansions=paths_cfg.max_expansions, seed=seed, heuristic=paths_cfg.heuristic)
+                        max_expansions=paths_cfg.max_expansions, seed=seed, heuristic=paths_cfg.heuristic,
+                        max_degree_through=paths_cfg.max_degree_through)
 
 
 def search_pairs(kg_dir: Path, pairs: Path, out: Path, paths_cfg, seed: int = 0) -> dict[str, int]:  # noqa: ANN001

@@ -19,6 +19,13 @@ in order of length. The queue holds (f, g, node, path) entries, several per node
 paths never repeat a node, and the search stops after K paths or once the best f exceeds the hop
 limit. The A* loop is compiled with numba (`kernels.py`); the BFS reference stays plain Python,
 written apart from it on purpose.
+
+Hubs (`SearchLimits.max_degree_through`): a node with more distinct neighbours than that is never an
+inner node of a path; it may still be the source or the target. Both searches, every heuristic and
+its BFS then work on that restricted graph (distances there are what the bounds bound), so a pair
+never pays for a hub's neighbourhood it merely passes by. On Wikidata-like graphs a hub's degree
+grows with the graph (Q5 "human" has ~10M in-edges), and a path through it ("X is a human; Y is a
+human") says nothing about how X and Y relate.
 """
 
 from __future__ import annotations
@@ -46,6 +53,12 @@ class SearchLimits:
     max_expansions: int = 200_000  # safety budget per pair; hitting it is reported as `truncated`
     seed: int = 0
     heuristic: str = "target"   # anchor | landmark | target (see the module docstring)
+    max_degree_through: int | None = None  # inner nodes of a path have at most this degree; None = any
+
+    @property
+    def cap(self) -> int:
+        """`max_degree_through` as the kernels take it: -1 for no limit."""
+        return -1 if self.max_degree_through is None else int(self.max_degree_through)
 
 
 @dataclass
@@ -170,27 +183,43 @@ def build_heuristic(adj: Adjacency, target: int, limits: SearchLimits,
     hops (exact) and d + 1 otherwise. No other anchor can raise it: within d hops it is already the
     true distance, and beyond, each case above is at most d + 1 since every D lies in [0, d]; so the
     sampled anchors would be k BFS runs for nothing, and `target` runs only the one from t.
+
+    With `max_degree_through`, dist is the distance on the restricted graph (inner nodes within the
+    cap), and each BFS runs on it: nodes over the cap are reached but not expanded, the BFS's start
+    excepted, so D(x) is the restricted distance from a to x within d, and "unreached" means it is
+    more than d. That distance is no metric: joining a path a -> x to a path x -> t puts x inside,
+    which needs x within the cap. The two inequalities above route through e and through t
+    respectively, so for a node e the search may push (within the cap, or t itself, h(t) = 0 anyway):
+      - dist(e, t) >= dist(a, t) - dist(a, e) holds as it is (the first case and "e reached, t not");
+      - dist(e, t) >= dist(a, e) - dist(a, t) needs t within the cap; a landmark table for a target
+        over the cap leaves these terms out ("t reached, e not" and the negative side of the first).
+    A source over the cap is never pushed, but its h would be the root's f: `kernels._search` starts
+    such a source at f = 0. `target` needs neither: it is the distance from t on the restricted
+    graph itself, exact within d hops, d + 1 beyond, for every node.
     """
     t = int(target)
     if limits.heuristic == "target":
         depth = target_depth(limits)
-        return np.zeros(0, np.int64), kernels.bounded_bfs(adj.indptr, adj.nbr, t, depth), depth + 1
+        return np.zeros(0, np.int64), kernels.bounded_bfs(adj.indptr, adj.nbr, t, depth, limits.cap), depth + 1
     if limits.heuristic not in HEURISTICS:
         raise ValueError(f"unknown heuristic {limits.heuristic!r}; expected one of {', '.join(HEURISTICS)}")
     anchors = sample_anchors(adj, t, limits.anchors, limits.anchor_hops,
-                             np.random.default_rng([limits.seed, t]), scratch).astype(np.int64)
+                             np.random.default_rng([limits.seed, t]), scratch, limits.cap).astype(np.int64)
     kernel = kernels.anchor_heuristic if limits.heuristic == "anchor" else kernels.landmark_heuristic
     return anchors, kernel(adj.indptr, adj.nbr, anchors, t, int(limits.anchor_depth), scratch.dist,
-                           scratch.queue), 0
+                           scratch.queue, limits.cap), 0
 
 
 def sample_anchors(adj: Adjacency, target: int, k: int, m: int, rng: np.random.Generator,
-                   scratch: Scratch | None = None) -> np.ndarray:
-    """k distinct nodes drawn uniformly from those 1..m hops from the target (fewer if there are fewer)."""
+                   scratch: Scratch | None = None, cap: int = -1) -> np.ndarray:
+    """k distinct nodes drawn uniformly from those 1..m hops from the target (fewer if there are fewer);
+    with a degree cap (-1 = none), hops over nodes within it and none over it (any anchor gives an
+    admissible bound; one over the cap would make each of its BFS runs cost a hub's neighbourhood)."""
     if k <= 0:
         return np.zeros(0, dtype=np.int64)
     scratch = scratch or Scratch(adj.num_nodes)
-    candidates = kernels.neighbourhood(adj.indptr, adj.nbr, int(target), int(m), scratch.dist, scratch.queue)
+    candidates = kernels.neighbourhood(adj.indptr, adj.nbr, int(target), int(m), scratch.dist, scratch.queue,
+                                       int(cap))
     if len(candidates) <= k:
         return candidates
     return np.sort(rng.choice(candidates, size=k, replace=False))
@@ -217,13 +246,15 @@ def astar_paths(adj: Adjacency, source: int, target: int, limits: SearchLimits,
 
 def bfs_paths(adj: Adjacency, source: int, target: int, limits: SearchLimits) -> SearchResult:
     """The exhaustive reference: expands every simple path within the hop limit in breadth-first
-    order (no heuristic, no early stop), then keeps the K shortest: what "full BFS" costs."""
+    order (no heuristic, no early stop), then keeps the K shortest: what "full BFS" costs. A node over
+    `max_degree_through` is only ever a path's end (the source, or the target)."""
     start = time.perf_counter()
     if (trivial := _trivial(source, target, adj, start)) is not None:
         return trivial
     result = SearchResult()
     queue: deque[tuple[tuple[int, ...], tuple[int, ...]]] = deque([((source,), ())])
     indptr, nbr = adj.indptr, adj.nbr
+    cap = limits.max_degree_through
     while queue:
         nodes, steps = queue.popleft()
         u = nodes[-1]
@@ -243,6 +274,8 @@ def bfs_paths(adj: Adjacency, source: int, target: int, limits: SearchLimits) ->
             v = int(nbr[pos])
             if (last and v != target) or v in nodes:
                 continue
+            if cap is not None and v != target and int(indptr[v + 1]) - int(indptr[v]) > cap:
+                continue
             queue.append((nodes + (v,), steps + (pos,)))
     result.seconds = time.perf_counter() - start
     return result
@@ -252,7 +285,7 @@ def _search(adj: Adjacency, source: int, target: int, limits: SearchLimits, tabl
             start: float) -> SearchResult:
     """The A* loop itself runs compiled (`kernels.astar`)."""
     found = kernels.astar(adj.indptr, adj.nbr, table, beyond, source, target, limits.max_paths, limits.max_hops,
-                          limits.max_expansions)
+                          limits.max_expansions, limits.cap)
     return _result(found, start)
 
 
@@ -304,7 +337,7 @@ class PathSearcher:
             return _search(adj, source, target, limits, h.table, h.beyond, start)
         found = kernels.target_astar(adj.indptr, adj.nbr, scratch.dist, scratch.queue, scratch.other_dist,
                                      scratch.other_queue, int(limits.anchor_depth), source, target, limits.max_paths,
-                                     limits.max_hops, limits.max_expansions)
+                                     limits.max_hops, limits.max_expansions, limits.cap)
         return _result(found, start)
 
     def search_many(self, sources: np.ndarray | list[int], targets: np.ndarray | list[int],
@@ -331,6 +364,6 @@ class PathSearcher:
         scratch = self.scratch
         found = kernels.target_astar_many(adj.indptr, adj.nbr, scratch.dist, scratch.queue, scratch.other_dist,
                                           scratch.other_queue, int(lim.anchor_depth), src, dst, hops,
-                                          int(lim.max_paths), int(lim.max_expansions))
+                                          int(lim.max_paths), int(lim.max_expansions), lim.cap)
         seconds = np.full(len(src), (time.perf_counter() - start) / max(len(src), 1))
         return SearchBatch(*found, seconds=seconds)
