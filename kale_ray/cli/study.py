@@ -10,11 +10,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     parser = sub.add_parser("study", help="run the KALE study (every variant's pipeline) and write its results page")
     cmds = parser.add_subparsers(dest="study_command", required=True)
-    run = cmds.add_parser("run", help="run every variant (each resumes where it stopped), then the report")
+    run = cmds.add_parser("run", help="run what is missing of every variant (each resumes where it stopped), then the report")
     run.add_argument("--only", nargs="+", default=None, help="run just these variants (and `extra`: the path and eval side runs)")
     add_config_args(run)
     run.set_defaults(func=_run)
-    report = cmds.add_parser("report", help="rebuild the results page from the variants' artifacts")
+    report = cmds.add_parser("report", help="rebuild the results page from the variants' artifacts merged into the "
+                                            "committed results (study.committed; enough alone when the artifacts are gone)")
     report.add_argument("--from-json", default=None,
                         help="re-render from an earlier collection (study.results_json) instead of the artifacts")
     add_config_args(report)
