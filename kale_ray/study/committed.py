@@ -32,8 +32,29 @@ ITEMS_SCHEMA = pa.schema([
     ("acc", pa.int8()), ("acc_norm", pa.int8()), ("correct", pa.float32()), ("known", pa.bool_()),
 ])
 # A variant's record keys that are a whole (the artifacts' version wins, else the committed one).
-_WHOLE = ("run_dir", "overrides", "synth_backend", "synth_select", "paths", "synth", "synth-noki", "paths-test",
+_WHOLE = ("recipe", "run_dir", "overrides", "synth_backend", "synth_select", "paths", "synth", "synth-noki", "paths-test",
           "path_stats", "probe")
+
+
+def recipe_hash(variant_cfg: Any) -> str:
+    """What a variant's results depend on: its config without where it runs (workdir, data root, the
+    Ray and Serve settings, the model cache, the study section). Committed results of the same recipe
+    stand in for a run whose artifacts are gone."""
+    import hashlib
+
+    tree = variant_cfg.model_dump(mode="json", exclude={"workdir", "data_root", "ray", "serve", "study"})
+    tree["model"].pop("cache_dir", None)
+    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def complete(folder: Path, name: str, recipe: str) -> bool:
+    """Whether the committed folder holds a variant's whole evaluation for this recipe."""
+    path = Path(folder) / "variants" / f"{name}.json"
+    if not path.is_file():
+        return False
+    record = json.loads(path.read_text())
+    evaluation = record.get("eval") or {}
+    return record.get("recipe") == recipe and bool(evaluation.get("summary")) and not evaluation.get("partial")
 
 
 def item_rows(results: Path) -> pa.Table:

@@ -651,6 +651,10 @@ def collect_committed(cfg: Any) -> dict[str, Any]:
             continue
         items = committed.item_rows(Path(record["run_dir"]) / "results")
         new = {k: v for k, v in record.items() if k not in ("items", "item_ids")}
+        if (record.get("eval") or {}).get("summary"):  # the recipe of the results the artifacts hold
+            from kale_ray.study.variants import variant_config
+
+            new["recipe"] = committed.recipe_hash(variant_config(cfg, name))
         variants[name] = (committed.merge_variant(old, new), committed.merge_items(old_items, items))
     study = {k: v for k, v in fresh.items() if k != "variants"}
     if old_study:

@@ -82,3 +82,27 @@ def test_a_committed_file_edited_by_hand_is_refused(study, tmp_path):  # noqa: F
     assert committed.verify(tmp_path / "study") == ["variants/hf.json"]
     with pytest.raises(ValueError, match="no longer match its manifest"):
         write_report(study)
+
+
+def test_committed_results_stand_in_only_for_the_same_recipe(study, tmp_path):  # noqa: F811
+    from kale_ray.study.variants import variant_config
+
+    template, hf = variant_config(study, "template"), variant_config(study, "hf")
+    # hf's evaluation stopped half-way: seed 1 has one benchmark of two. A partial one never stands in.
+    summary = tmp_path / "st-hf" / "results" / "summary.json"
+    whole = summary.read_text()
+    summary.write_text(json.dumps({"KALE [seed 0]": {"arc-easy": _metrics(0.7), "absr": _metrics(0.2)},
+                                   "KALE [seed 1]": {"absr": _metrics(0.2)}}))
+    write_report(study)
+    folder = committed_folder(study)
+    assert not committed.complete(folder, "hf", committed.recipe_hash(hf))
+    summary.write_text(whole)  # finished: the merge completes it
+    write_report(study)
+    assert committed.complete(folder, "hf", committed.recipe_hash(hf))
+    assert committed.complete(folder, "template", committed.recipe_hash(template))
+    # where it runs does not count; what it computes does
+    moved = template.model_copy(update={"workdir": tmp_path / "elsewhere"})
+    assert committed.recipe_hash(moved) == committed.recipe_hash(template)
+    other = template.model_copy(update={"data": template.data.model_copy(update={"limit_test": 7})})
+    assert not committed.complete(folder, "template", committed.recipe_hash(other))
+    assert not committed.complete(folder, "nope", committed.recipe_hash(template))
