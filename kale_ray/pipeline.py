@@ -111,10 +111,13 @@ def run_pipeline(cfg) -> dict[str, Any]:  # noqa: ANN001 (KaleConfig)
     return p.finish()
 
 
-def run_study(cfg, only: list[str] | None = None) -> Path:  # noqa: ANN001 (KaleConfig)
+def run_study(cfg, only: list[str] | None = None, rerun: bool = False) -> Path:  # noqa: ANN001 (KaleConfig)
     """Every study variant's pipeline (each resumes where it stopped), the side runs, then the report.
-    `only`: just these variants, and `extra` for the side runs."""
-    from kale_ray.study.report import write_report
+    `only`: just these variants, and `extra` for the side runs. A variant whose artifacts are gone but
+    whose whole evaluation is in the committed results for the same recipe (kale_ray.study.committed)
+    is not run again, unless `rerun`: a study resumed on a new machine does only what is missing."""
+    from kale_ray.study import committed
+    from kale_ray.study.report import committed_folder, write_report
     from kale_ray.study.side_runs import run_eval_runs, run_path_runs
     from kale_ray.study.variants import variant_config
 
@@ -124,8 +127,16 @@ def run_study(cfg, only: list[str] | None = None) -> Path:  # noqa: ANN001 (Kale
     if unknown:
         raise ConfigError(f"study: unknown variants {unknown}; the config has {sorted(cfg.study.variants)}")
     configs = {name: variant_config(cfg, name) for name in names}  # every variant validates before any runs
+    folder = committed_folder(cfg)
     for name, variant in configs.items():
-        print(f"study: variant {name} -> {variant.workdir_path / variant.run_name}", flush=True)
+        run_dir = variant.workdir_path / variant.run_name
+        storage.fetch(run_dir / "pipeline.json")
+        if not rerun and not (run_dir / "pipeline.json").is_file() and \
+                committed.complete(folder, name, committed.recipe_hash(variant)):
+            print(f"study: variant {name} is complete in {folder} (same recipe) and its artifacts are gone: "
+                  "not run again (--rerun to run it)", flush=True)
+            continue
+        print(f"study: variant {name} -> {run_dir}", flush=True)
         run_pipeline(variant)
     if side_runs:
         run_path_runs(cfg)

@@ -10,11 +10,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     parser = sub.add_parser("study", help="run the KALE study (every variant's pipeline) and write its results page")
     cmds = parser.add_subparsers(dest="study_command", required=True)
-    run = cmds.add_parser("run", help="run every variant (each resumes where it stopped), then the report")
+    run = cmds.add_parser("run", help="run what is missing of every variant (each resumes where it stopped), then the report")
     run.add_argument("--only", nargs="+", default=None, help="run just these variants (and `extra`: the path and eval side runs)")
+    run.add_argument("--rerun", action="store_true",
+                     help="run variants whose artifacts are gone even when the committed results hold them complete")
     add_config_args(run)
     run.set_defaults(func=_run)
-    report = cmds.add_parser("report", help="rebuild the results page from the variants' artifacts")
+    report = cmds.add_parser("report", help="rebuild the results page from the variants' artifacts merged into the "
+                                            "committed results (study.committed; enough alone when the artifacts are gone)")
     report.add_argument("--from-json", default=None,
                         help="re-render from an earlier collection (study.results_json) instead of the artifacts")
     add_config_args(report)
@@ -25,7 +28,7 @@ def _run(args: argparse.Namespace) -> int:
     from kale_ray.config import load_config
     from kale_ray.pipeline import run_study
 
-    run_study(load_config(args.config, args.overrides), args.only)
+    run_study(load_config(args.config, args.overrides), args.only, args.rerun)
     return 0
 
 

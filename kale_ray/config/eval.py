@@ -44,8 +44,17 @@ class EvalConfig(BaseModel):
         description="Benchmarks (name prefixes) scored by generation + exact match instead of log-likelihood.")
     max_new_tokens: int = Field(32, ge=1, description="Generation cap of generative (BBH) items.")
     vanilla: bool = Field(True, description="The pipeline also scores the untrained base model (Vanilla).")
-    known_incorrect: bool = Field(True, description="Run the known&incorrect probe analysis.")
+    known_incorrect: bool = Field(
+        True, description="Run the known&incorrect analysis: ask each item's key fact (the last edge of its "
+                          "shortest KG path) as a direct question, known when acc_norm picks the answer entity.")
     probes: Path | None = Field(
-        None, description="Paths or rationales artifact with path_texts/rationale per item id (known&incorrect).")
+        None, description="Paths artifact (the paths-test stage's, or `kale-ray paths`) whose paths give each "
+                          "item's key fact (known&incorrect).")
+    kg: Path | None = Field(
+        None, description="KG artifact the probes' paths were searched in (null: the one the paths artifact's "
+                          "manifest names).")
+    known_distractors: int = Field(
+        3, ge=1, description="Distractor entities of a key-fact question: other entities in the answer's role "
+                             "of the same relation, drawn seeded by item id.")
     known_from: Literal["fact", "probe"] = Field(
-        "fact", description="known&incorrect's 'known': the fact-check question, or the trained probe (kale-ray probe).")
+        "fact", description="known&incorrect's 'known': the key-fact question, or the trained probe (kale-ray probe).")

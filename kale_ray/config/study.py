@@ -54,6 +54,10 @@ class StudyConfig(BaseModel):
     discussion: Path = Field(
         Path("docs/results_discussion.md"),
         description="Hand-written discussion appended to the results page (kept out of the generated part).")
+    committed: Path | None = Field(
+        None, description="The study's committed results: per-item predictions and the collected numbers per "
+                          "variant, merged run by run, enough to rebuild the page without the artifacts "
+                          "(null: a `study/` folder beside study.results).")
     results_json: Path = Field(
         Path("docs/results.json"),
         description="Every number of the results page, with the artifact file it came from (re-renders the page).")

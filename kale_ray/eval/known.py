@@ -1,90 +1,107 @@
-"""known&incorrect (docs/method.md): does the model know the fact a question needs, yet answer wrongly?
+"""known&incorrect as the paper frames it: the model knows the fact an item needs, yet answers wrongly.
 
-The probe for an item is a fact-check built from its KG path sentence (`path_texts`) or, when it has
-none, a sentence of its rationale: the first sentence that mentions the gold answer. Each distractor
-option replaces that mention to make a false version of the same sentence. The model "knows" the fact
-when it gives the true sentence a higher log-likelihood than every false one (the same rule as `acc`),
-all scored after the fixed prefix `PROBE_PREFIX`. Items without a probe sentence are counted as
-`no_probe` and left out of the shares.
+An item's fact is its key fact (`kale_ray.kg.facts`): the last edge of its shortest KG path, the
+triple that reaches the answer entity. The model is asked it directly, in the training format:
+
+    Question: Complete the fact: circulatory system part holonym ___.
+    Answer: body                     (against three other part-holonym wholes of the KG)
+
+and scored like a benchmark item (each option's log-likelihood after the question, through the same
+scorer: in process or through Serve). The model *knows* the fact when acc_norm picks the answer entity.
+Items without a usable fact (no path, or no distractor) are *not covered* and left out.
+
+Reported per model and benchmark:
+- coverage: covered items / all items;
+- known share: known / covered;
+- known&incorrect: among the known items, the share the model answers incorrectly on the benchmark;
+- the reference line, 1 - accuracy on the covered items: what known&incorrect would be if knowing the
+  fact said nothing about answering the question.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
+import hashlib
+import json
+from pathlib import Path
 from typing import Any
 
-PROBE_PREFIX = "The following statement is true:\n"
-_ARTICLE = re.compile(r"^(a|an|the)\s+", re.I)
-_STOP = {"the", "and", "for", "with", "from", "that", "this", "into", "onto", "than", "they", "their"}
+from kale_ray.eval.metrics import mc_scores
 
 
-def _core(text: str) -> str:
-    return _ARTICLE.sub("", text.strip().rstrip("."))
+def fact_question(fact: dict[str, Any]) -> str:
+    """The direct question of a key fact: its triple as a sentence with the asked end blanked."""
+    rel = fact["relation_label"]
+    if fact["asks"] == "tail":
+        return f"Complete the fact: {fact['given']} {rel} ___."
+    return f"Complete the fact: ___ {rel} {fact['given']}."
 
 
-def _mentions(answer: str) -> list[str]:
-    """The whole answer, then its content words, longest first."""
-    core = _core(answer)
-    words = sorted({w for w in re.findall(r"[A-Za-z][A-Za-z'-]{3,}", core) if w.lower() not in _STOP},
-                   key=len, reverse=True)
-    return [m for m in [core, *words] if m]
+def load_facts(paths: Any, kg_dir: Path | str | None = None, distractors: int = 3, seed: int = 0
+               ) -> dict[str, dict[str, Any]]:
+    """item id -> key fact (a dict), from a paths artifact (its directory or a table with `id` and
+    `paths`) and the KG its paths were searched in: `kg_dir`, else the one the artifact's manifest
+    names. Items without a usable fact are absent."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from kale_ray.artifacts import Manifest, read_parts
+    from kale_ray.kg.facts import FactBuilder
+    from kale_ray.kg.store import load_kg
+
+    table = paths
+    if not isinstance(paths, pa.Table):
+        path = Path(paths)
+        if kg_dir is None:
+            manifest = Manifest.read(path)
+            kg_dir = (manifest.inputs or {}).get("kg_dir") if manifest else None
+        table = read_parts(path) if path.is_dir() else pq.read_table(path)
+    if "paths" not in table.column_names:
+        raise ValueError("known&incorrect needs a paths artifact (the paths or paths-test stage): "
+                         f"no `paths` column in {table.column_names}")
+    if kg_dir is None:
+        raise ValueError("known&incorrect: the KG of the paths is unknown (give eval.kg)")
+    builder = FactBuilder(load_kg(Path(kg_dir)), distractors, seed)
+    facts = {}
+    for row in table.select(["id", "paths"]).to_pylist():
+        fact = builder.fact(row["id"], row["paths"])
+        if fact is not None:
+            facts[row["id"]] = fact.as_dict()
+    return facts
 
 
-def _sentences(text: str) -> list[str]:
-    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
+def facts_hash(facts: dict[str, dict[str, Any]]) -> str:
+    """Changes when any item's question or options change, so evaluation redoes its pairs."""
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def probe_for(row: dict[str, Any], texts: Iterable[str]) -> tuple[str, list[str]] | None:
-    """(true statement, false statements) or None when no text mentions the answer."""
-    choices, gold = row.get("choices") or [], row.get("gold", -1)
-    if gold is None or gold < 0 or len(choices) < 2:
-        return None
-    distractors = [_core(c) for i, c in enumerate(choices) if i != gold and _core(c)]
-    for text in texts:
-        for mention in _mentions(choices[gold]):
-            pattern = re.compile(rf"(?<![\w]){re.escape(mention)}(?![\w])", re.I)
-            if pattern.search(text):
-                false = [pattern.sub(d.replace("\\", "\\\\"), text) for d in distractors]
-                false = [f for f in false if f != text]
-                if false:
-                    return text, false
-    return None
-
-
-def probe_texts(probe_row: dict[str, Any] | None) -> list[str]:
-    """KG path sentences first; a rationale's sentences when there are none."""
-    if not probe_row:
-        return []
-    paths = [t for t in (probe_row.get("path_texts") or []) if isinstance(t, str) and t.strip()]
-    if paths:
-        return paths
-    rationale = probe_row.get("rationale")
-    return _sentences(rationale) if isinstance(rationale, str) else []
-
-
-def known_flags(scorer: Any, rows: list[dict[str, Any]], probes: dict[str, dict[str, Any]]) -> list[bool | None]:
-    """Per row: True (known), False (not known) or None (no probe could be built)."""
-    built = [probe_for(row, probe_texts(probes.get(row["id"]))) for row in rows]
-    pairs = [(PROBE_PREFIX, s) for probe in built if probe for s in [probe[0], *probe[1]]]
+def known_checks(scorer: Any, rows: list[dict[str, Any]], facts: dict[str, dict[str, Any]], fmt: Any
+                 ) -> list[dict[str, Any] | None]:
+    """Per row: the fact check (question, options, log-likelihoods, whether acc_norm picked the answer),
+    or None for a row without a fact. All questions go to the scorer in one call."""
+    asked = [(row, facts.get(row["id"])) for row in rows]
+    pairs = [(fmt.prompt(fact_question(f)), fmt.answer(c)) for _, f in asked if f for c in f["choices"]]
     lls = iter(scorer.loglikelihood(pairs)) if pairs else iter(())
-    flags: list[bool | None] = []
-    for probe in built:
-        if probe is None:
-            flags.append(None)
+    out: list[dict[str, Any] | None] = []
+    for _, fact in asked:
+        if fact is None:
+            out.append(None)
             continue
-        true_ll = next(lls)
-        false_lls = [next(lls) for _ in probe[1]]
-        flags.append(true_ll > max(false_lls))
-    return flags
+        scores = mc_scores([next(lls) for _ in fact["choices"]], fact["choices"], fact["gold"])
+        out.append({"question": fact_question(fact), "choices": fact["choices"], "gold": fact["gold"],
+                    "triple": [fact["head"], fact["relation"], fact["tail"]], "lls": scores["lls"],
+                    "pred_norm": scores["pred_norm"], "known": bool(scores["acc_norm"])})
+    return out
 
 
-def shares(known: list[bool | None], correct: list[float]) -> dict[str, float | int]:
-    """known&correct / known&incorrect / unknown as shares of the probed items."""
-    probed = [(k, c) for k, c in zip(known, correct, strict=True) if k is not None]
-    n = len(probed)
-    kc = sum(1 for k, c in probed if k and c > 0)
-    ki = sum(1 for k, c in probed if k and c <= 0)
-    return {"probed": n, "no_probe": len(known) - n,
-            "known_correct": kc / n if n else 0.0, "known_incorrect": ki / n if n else 0.0,
-            "unknown": (n - kc - ki) / n if n else 0.0}
+def shares(known: list[bool | None], correct: list[float]) -> dict[str, float | int | None]:
+    """Coverage, the known share, known&incorrect among the known items, and the reference line
+    (1 - accuracy on the covered items); `None` where a share has no items under it."""
+    covered = [(k, c) for k, c in zip(known, correct, strict=True) if k is not None]
+    n, n_cov = len(known), len(covered)
+    n_known = sum(1 for k, _ in covered if k)
+    ki = sum(1 for k, c in covered if k and c <= 0)
+    wrong = sum(1 for _, c in covered if c <= 0)
+    return {"items": n, "covered": n_cov, "known": n_known, "known_incorrect_items": ki, "incorrect_covered": wrong,
+            "coverage": n_cov / n if n else None, "known_share": n_known / n_cov if n_cov else None,
+            "known_incorrect": ki / n_known if n_known else None,
+            "reference": wrong / n_cov if n_cov else None}

@@ -21,7 +21,7 @@ def _cell(value: Any) -> str:
 
 def markdown_table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
     """Methods x benchmarks: accuracy (acc for multiple choice, exact match for generative), then
-    acc_norm and the known&incorrect shares where they exist. Numbers are percentages."""
+    acc_norm and known&incorrect with its coverage and reference line where they exist. Numbers are percentages."""
     benches = _benchmarks(summary)
     lines = ["| method | " + " | ".join(benches) + " |", "|---|" + "---|" * len(benches)]
     for method, per_bench in summary.items():
@@ -34,14 +34,16 @@ def markdown_table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
         out += [f"| {m} | " + " | ".join(_cell(v) for v in vals) + " |" for m, vals in norm_rows]
         out.append("")
     known_rows = [(m, b, pb[b]["known"]) for m, pb in summary.items() for b in benches
-                  if pb.get(b, {}).get("known")]
+                  if (pb.get(b, {}).get("known") or {}).get("covered") is not None]
     if known_rows:
-        out += ["## known&incorrect (% of probed items)", "",
-                "| method | benchmark | probed | known&correct | known&incorrect | unknown | no probe |",
-                "|---|---|---|---|---|---|---|"]
+        out += ["## known&incorrect (key-fact questions)", "",
+                "known&incorrect: of the items whose key fact the model knows, the % it answers wrongly; "
+                "reference: 1 - accuracy on the covered items (%).", "",
+                "| method | benchmark | covered / items | known (% of covered) | known&incorrect | reference |",
+                "|---|---|---|---|---|---|"]
         for m, b, k in known_rows:
-            out.append(f"| {m} | {b} | {k['probed']} | {_cell(k['known_correct'])} | "
-                       f"{_cell(k['known_incorrect'])} | {_cell(k['unknown'])} | {k['no_probe']} |")
+            out.append(f"| {m} | {b} | {k['covered']} / {k['items']} | {_cell(k['known_share'])} | "
+                       f"{_cell(k['known_incorrect'])} | {_cell(k['reference'])} |")
         out.append("")
     counts = {b: max(pb.get(b, {}).get("n", 0) for pb in summary.values()) for b in benches}
     out.append("Items per benchmark: " + ", ".join(f"{b} {n}" for b, n in counts.items()) + ".")

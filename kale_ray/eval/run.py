@@ -1,7 +1,8 @@
 """Evaluation: score every method on every benchmark and write the results directory.
 
     out/
-      <method>/<benchmark>/predictions.jsonl   one line per item (lls, predictions, correctness, known)
+      <method>/<benchmark>/predictions.jsonl   one line per item (lls, predictions, correctness, known
+                                               and the key-fact check behind it)
       <method>/<benchmark>/metrics.json        that pair's metrics; its `key` lets a re-run skip it
       summary.json  table.md  chart.png  manifest.json
 
@@ -55,21 +56,6 @@ def load_items(cfg: Any, rows: pa.Table | None = None) -> dict[str, pa.Table]:
 
         tables = {n: take(t, cfg.eval.limit, cfg.data.sample_seed) for n, t in tables.items()}
     return tables
-
-
-def load_probes(source: pa.Table | Path | str | None) -> dict[str, dict[str, Any]]:
-    """id -> {path_texts, rationale} from a paths or rationales artifact (or a table)."""
-    if source is None:
-        return {}
-    if not isinstance(source, pa.Table):
-        import pyarrow.parquet as pq
-
-        from kale_ray.artifacts import read_parts
-
-        path = Path(source)
-        source = read_parts(path) if path.is_dir() else pq.read_table(path)
-    cols = [c for c in ("id", "path_texts", "rationale") if c in source.column_names]
-    return {r["id"]: r for r in source.select(cols).to_pylist()}
 
 
 def is_generative(cfg: Any, benchmark: str, row: dict[str, Any]) -> bool:
@@ -136,15 +122,24 @@ def _pair_key(spec: str, cfg: Any, rows: list[dict[str, Any]], with_probes: bool
 def run_eval(cfg: Any, models: dict[str, str], out: Path, rows: pa.Table | None = None,
              probes: pa.Table | Path | None = None) -> Path:
     """Score each method's model (path, registered name or `http://host:port/v1#name`) on every
-    benchmark; write predictions, metrics, summary.json, table.md and chart.png under `out`."""
-    from kale_ray.eval.known import known_flags
+    benchmark; write predictions, metrics, summary.json, table.md and chart.png under `out`. `probes`
+    (else `eval.probes`): a paths artifact (or its table, with `eval.kg` naming its KG) whose key facts
+    known&incorrect asks each model."""
+    from kale_ray.eval.known import facts_hash, known_checks, load_facts
     from kale_ray.eval.report import bar_chart, markdown_table
     from kale_ray.eval.scorers import open_scorer
 
     out = Path(out)
     tables = load_items(cfg, rows)
-    probe_rows = load_probes(probes if probes is not None else cfg.eval.probes) if cfg.eval.known_incorrect else {}
-    known_source: bool | str = bool(probe_rows)
+    # known&incorrect's key facts (kale_ray.eval.known), built once for every model: item id -> fact.
+    facts: dict[str, dict[str, Any]] | None = None
+    source = probes if probes is not None else cfg.eval.probes
+    if cfg.eval.known_incorrect and cfg.eval.known_from == "fact" and source is not None:
+        facts = load_facts(source, cfg.eval.kg, cfg.eval.known_distractors, cfg.seed)
+        n_items = sum(t.num_rows for t in tables.values())
+        n_covered = sum(1 for t in tables.values() for i in t.column("id").to_pylist() if i in facts)
+        print(f"eval: known&incorrect: a key fact for {n_covered} of {n_items} items", flush=True)
+    known_source: bool | str = facts_hash(facts) if facts is not None else False
     if cfg.eval.known_incorrect and cfg.eval.known_from == "probe":  # a retrained probe redoes the pairs
         from kale_ray.artifacts import file_sha256
         from kale_ray.probe.stage import probe_dir
@@ -177,8 +172,12 @@ def run_eval(cfg: Any, models: dict[str, str], out: Path, rows: pa.Table | None 
                         from kale_ray.probe.uses import probe_known_flags
 
                         flags = probe_known_flags(scorer, items, cfg)
-                    elif probe_rows:
-                        flags = known_flags(scorer, items, probe_rows)
+                    elif facts is not None:
+                        checks = known_checks(scorer, items, facts, prompt_format(cfg))
+                        flags = [None if c is None else c["known"] for c in checks]
+                        for pred, check in zip(preds, checks, strict=True):
+                            if check is not None:
+                                pred["fact"] = check
                     if flags is not None:
                         for pred, flag in zip(preds, flags, strict=True):
                             pred["known"] = flag
@@ -260,8 +259,8 @@ def pipeline_models(cfg: Any) -> dict[str, str]:
 
 def run_eval_stage(cfg: Any, probes: Path | None = None, out: Path | None = None) -> Path:
     """The models of a config's run, as the pipeline left them: the data stage's held-out split (when it
-    exists), the base model and every trained method, the fact-check probes of the pipeline's
-    paths-test stage (when known&incorrect asks for them and it ran), results in `out` (default: the
+    exists), the base model and every trained method, known&incorrect's key facts from the pipeline's
+    paths-test stage (when it asks for them and the stage ran), results in `out` (default: the
     pipeline's `<run>/results`). So `jobs.evaluate --config FILE` scores exactly what the pipeline's eval
     stage scores, and finds the pairs it scored complete."""
     data_dir = cfg.stage_dir("data")

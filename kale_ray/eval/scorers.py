@@ -125,7 +125,7 @@ class APIScorer:
 def pack_items(pairs: list[tuple[str, str]], limit: int) -> list[list[tuple[str, str]]]:
     """Consecutive pairs in requests of at most `limit` pairs, an item (consecutive pairs with one
     context: a question's options) kept in one request, so the server shares its context; an item
-    larger than `limit` (the known&incorrect probe's sentences all follow one prefix) is cut in parts."""
+    larger than `limit` (more options than a request carries) is cut in parts."""
     items: list[list[tuple[str, str]]] = []
     for pair in pairs:
         if items and items[-1][0][0] == pair[0] and len(items[-1]) < limit:

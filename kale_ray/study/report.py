@@ -60,27 +60,10 @@ def _finished_pairs(results: Path) -> dict[str, Any]:
 
 def item_scores(results: Path) -> tuple[dict[str, list[str]], dict[str, Any]]:
     """Per-item correctness of every scored model, from its predictions.jsonl, compact enough for the
-    committed JSON: benchmark -> sorted item ids, and label -> benchmark -> {"acc", "acc_norm"} as
-    strings of 1/0 aligned with those ids ("." where that model has no score for the item). Generative
-    items carry exact match in both."""
-    scored: dict[str, dict[str, dict[str, dict[str, int]]]] = {}
-    for preds in sorted(Path(results).glob("*/*/predictions.jsonl")):
-        label_, bench = preds.parent.parent.name, preds.parent.name
-        per_item: dict[str, dict[str, int]] = {}
-        for line in preds.read_text().splitlines():
-            if line.strip():
-                p = json.loads(line)
-                acc = p.get("acc", p.get("correct"))
-                per_item[p["id"]] = {"acc": int(bool(acc)), "acc_norm": int(bool(p.get("acc_norm", acc)))}
-        scored.setdefault(label_, {})[bench] = per_item
-    ids: dict[str, list[str]] = {}
-    for per_bench in scored.values():
-        for bench, per_item in per_bench.items():
-            ids[bench] = sorted(set(ids.get(bench, [])) | set(per_item))
-    items = {label_: {bench: {key: "".join(str(per_item[i][key]) if i in per_item else "." for i in ids[bench])
-                              for key in ("acc", "acc_norm")} for bench, per_item in per_bench.items()}
-             for label_, per_bench in scored.items()}
-    return ids, items
+    committed JSON (kale_ray.study.committed.item_strings)."""
+    from kale_ray.study.committed import item_rows, item_strings
+
+    return item_strings(item_rows(results))
 
 
 def collect_variant(run_dir: Path) -> dict[str, Any]:
@@ -240,23 +223,31 @@ def accuracy_table(rows: dict[str, Any], key: str) -> str:
 
 
 def known_table(rows: dict[str, Any]) -> str:
-    """Shares pooled over every benchmark of a seed (weighted by probed items), then mean ± sd over seeds."""
-    lines = ["| method | probed items per run | known&correct | known&incorrect | unknown |", "|---|---|---|---|---|"]
+    """known&incorrect (kale_ray.eval.known) per method: counts pooled over every benchmark of a run,
+    then mean ± sd over seeds. Beside it, the reference line 1 - accuracy on the covered items: where
+    known&incorrect sits below it, knowing the key fact goes with answering correctly."""
+    lines = ["| method | items with a key fact / items (coverage) | known (% of covered) | known&incorrect "
+             "(% of known) | reference: 1 - accuracy on covered |", "|---|---|---|---|---|"]
     for name, per_bench in rows.items():
         runs = min(len(v) for v in per_bench.values())
-        pooled: dict[str, list[float]] = {"known_correct": [], "known_incorrect": [], "unknown": []}
-        probed: list[int] = []
+        shares: dict[str, list[float]] = {"known_share": [], "known_incorrect": [], "reference": []}
+        counts: list[tuple[int, int]] = []
         for i in range(runs):
-            known = [per_bench[b][i].get("known") for b in per_bench if per_bench[b][i].get("known")]
-            n = sum(k["probed"] for k in known)
-            if not n:
+            known = [k for b in per_bench if (k := per_bench[b][i].get("known")) and k.get("covered") is not None]
+            items, covered = sum(k["items"] for k in known), sum(k["covered"] for k in known)
+            if not covered:
                 continue
-            probed.append(n)
-            for share in pooled:
-                pooled[share].append(sum(k[share] * k["probed"] for k in known) / n)
-        if probed:
-            lines.append(f"| {name} | {statistics.fmean(probed):.0f} | " +
-                         " | ".join(_fmt(pooled[s]) for s in pooled) + " |")
+            n_known = sum(k["known"] for k in known)
+            wrong = sum(k["incorrect_covered"] for k in known)
+            counts.append((covered, items))
+            shares["known_share"].append(n_known / covered)
+            shares["reference"].append(wrong / covered)
+            if n_known:
+                shares["known_incorrect"].append(sum(k["known_incorrect_items"] for k in known) / n_known)
+        if counts:
+            covered, items = counts[0]
+            lines.append(f"| {name} | {covered} / {items} ({_pct(covered, items)}) | " +
+                         " | ".join(_fmt(shares[s]) for s in shares) + " |")
     return "\n".join(lines)
 
 
@@ -583,7 +574,13 @@ def render(results: dict[str, Any], out_md: Path, numbers: Path, discussion: Pat
         "",
         accuracy_table(rows, "acc_norm"),
         "",
-        "## known&incorrect (% of probed test items, pooled over benchmarks)",
+        "## known&incorrect (key-fact questions, pooled over benchmarks)",
+        "",
+        "An item's key fact is the last edge of its shortest KG path (the paths-test stage), asked as a "
+        "direct question (\"Complete the fact: <subject> <relation> ___.\") with the answer entity among "
+        "three other entities in the same role of the same relation; the model knows it when acc_norm "
+        "picks the answer. known&incorrect: of the known items, the share answered wrongly; the reference "
+        "line is 1 - accuracy on the covered items.",
         "",
         known_table(rows),
         "",
@@ -627,17 +624,67 @@ def render(results: dict[str, Any], out_md: Path, numbers: Path, discussion: Pat
     atomic_write_text(out_md, "\n".join(parts))
 
 
+def committed_folder(cfg: Any) -> Path:
+    """Where the study's committed results live: `study.committed`, else `study/` beside the page."""
+    return Path(cfg.study.committed) if cfg.study.committed is not None else Path(cfg.study.results).parent / "study"
+
+
+def collect_committed(cfg: Any) -> dict[str, Any]:
+    """Collect from the artifacts, merge into the committed folder (kale_ray.study.committed) and write
+    it back, then return the collection as read back from the folder: the page is the same whether the
+    artifacts are there or gone, and a run finished elsewhere extends it instead of replacing it."""
+    from kale_ray.study import committed
+
+    folder = committed_folder(cfg)
+    changed = committed.verify(folder)
+    if changed:
+        raise ValueError(f"{folder}: {', '.join(changed)} no longer match its manifest.json (edited by hand or "
+                         "half-copied?): restore them from git before collecting")
+    fresh = collect(cfg)
+    old_study, old_variants = committed.read(folder)
+    variants: dict[str, Any] = {}
+    for name in [*fresh["variants"], *(n for n in old_variants if n not in fresh["variants"])]:
+        old, old_items = old_variants.get(name, (None, committed.ITEMS_SCHEMA.empty_table()))
+        record = fresh["variants"].get(name)
+        if record is None:  # a variant the config no longer lists: kept as committed
+            variants[name] = (old, old_items)
+            continue
+        items = committed.item_rows(Path(record["run_dir"]) / "results")
+        new = {k: v for k, v in record.items() if k not in ("items", "item_ids")}
+        if (record.get("eval") or {}).get("summary"):  # the recipe of the results the artifacts hold
+            from kale_ray.study.variants import variant_config
+
+            new["recipe"] = committed.recipe_hash(variant_config(cfg, name))
+        variants[name] = (committed.merge_variant(old, new), committed.merge_items(old_items, items))
+    study = {k: v for k, v in fresh.items() if k != "variants"}
+    if old_study:
+        study["extra"] = {**(old_study.get("extra") or {}),
+                          **{t: e for t, e in (fresh.get("extra") or {}).items() if e.get("summary")}}
+        study["path_stats"] = {**(old_study.get("path_stats") or {}), **(fresh.get("path_stats") or {})}
+    manifest = committed.write(folder, study, variants)
+    print(f"study: committed results in {folder} ({manifest['bytes'] / 1024:.0f} KiB, "
+          f"{len(manifest['files'])} files)", flush=True)
+    study, variants = committed.read(folder)
+    results = dict(study or {})
+    results["variants"] = {}
+    for name, (record, items) in variants.items():
+        item_ids, strings = committed.item_strings(items)
+        results["variants"][name] = {**record, "item_ids": item_ids, "items": strings}
+    return results
+
+
 def write_report(cfg: Any, from_json: Path | None = None) -> Path:
-    """Collect from the artifacts (or load an earlier collection) and render the page."""
+    """Collect from the artifacts merged with the committed results (or load an earlier collection)
+    and render the page."""
     if from_json is not None:
         results = json.loads(Path(from_json).read_text())
-        # The JSON is written with sorted keys; the page's first variant is the config's first.
-        order = [n for n in cfg.study.variants if n in results["variants"]]
-        order += [n for n in results["variants"] if n not in order]
-        results["variants"] = {n: results["variants"][n] for n in order}
     else:
-        results = collect(cfg)
+        results = collect_committed(cfg)
         atomic_write_json(cfg.study.results_json, results)
+    # The JSON is written with sorted keys; the page's first variant is the config's first.
+    order = [n for n in cfg.study.variants if n in results["variants"]]
+    order += [n for n in results["variants"] if n not in order]
+    results["variants"] = {n: results["variants"][n] for n in order}
     render(results, Path(cfg.study.results), Path(cfg.study.results_json), cfg.study.discussion)
     print(f"study: results page {cfg.study.results} (numbers in {cfg.study.results_json})", flush=True)
     return Path(cfg.study.results)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
 from kale_ray.config import ConfigError, load_config
@@ -50,13 +49,15 @@ def test_served_eval_equals_in_process_item_by_item(ray_local, models, smollm2_p
                                                     capsys) -> None:
     from ray import serve
 
+    from tests.known_support import kg_dir, search_paths
+
     rows = load_benchmark("arc-easy", data_root, "test").slice(0, 6)
-    # known&incorrect probes: every item's fact-check sentences follow one prefix, more sentences than a
-    # request may carry (eval.prompts_per_request=4), so the scorer must cut them into several requests
-    probes = pa.Table.from_pylist([{"id": r["id"], "path_texts": [f"The answer is {r['gold_text']}."],
-                                    "rationale": None} for r in rows.to_pylist()])
+    # known&incorrect's key facts from the real WordNet paths of these rows (some have none): each a
+    # question of its own with four options, scored through the same scorer as the items
+    wordnet = kg_dir("wordnet", data_root)
+    probes = search_paths(rows.to_pylist(), wordnet)
     common = [f"model.name_or_path={smollm2_path}", "eval.concurrency=4", "eval.prompts_per_request=4",
-              "serve.replica_cpus=0.5", "serve.ingress_cpus=0.05"]
+              "serve.replica_cpus=0.5", "serve.ingress_cpus=0.05", f"eval.kg={wordnet}"]
     served_out = run_eval(load_config(None, common), models, tmp_path / "served", rows=rows, probes=probes)
     log = capsys.readouterr().out
     assert "deploying 2 model(s) with 1 adapter(s) on Ray Serve" in log
@@ -69,7 +70,10 @@ def test_served_eval_equals_in_process_item_by_item(ray_local, models, smollm2_p
         for s, loc in zip(served, local, strict=True):
             assert s["lls"] == pytest.approx(loc["lls"], abs=1e-4)
             assert s["pred"] == loc["pred"]
-            assert s["known"] is not None and s["known"] == loc["known"]
+            assert s["known"] == loc["known"] and ("fact" in s) == ("fact" in loc)
+            if "fact" in s:
+                assert s["fact"]["lls"] == pytest.approx(loc["fact"]["lls"], abs=1e-4)
+        assert sum("fact" in p for p in served) >= 2 and any(p["known"] is None for p in served)
     # the adapter is really applied: its scores differ from the base's
     assert _preds(served_out, "KALE")[0]["lls"] != pytest.approx(_preds(served_out, "Vanilla")[0]["lls"], abs=1e-3)
 

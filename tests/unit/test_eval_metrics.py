@@ -3,7 +3,6 @@
 import pytest
 
 from kale_ray.data.answers import exact_match, extract_answer
-from kale_ray.eval.known import shares
 from kale_ray.eval.metrics import mc_scores
 from kale_ray.eval.scorers import ScoringError, continuation_logprob
 
@@ -42,9 +41,3 @@ def test_continuation_logprob_sums_tokens_past_the_context():
 def test_missing_echo_logprobs_is_an_error_not_a_chance_score(logprobs):
     with pytest.raises(ScoringError):
         continuation_logprob(logprobs, context_chars=1)
-
-
-def test_known_shares_leave_out_unprobed_items():
-    out = shares([True, True, False, None], [1.0, 0.0, 1.0, 0.0])
-    assert out == {"probed": 3, "no_probe": 1, "known_correct": pytest.approx(1 / 3),
-                   "known_incorrect": pytest.approx(1 / 3), "unknown": pytest.approx(1 / 3)}

@@ -19,11 +19,14 @@ def rows(data_root):
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory, rows, smollm2_path, tiny_llama_path):
+def results(tmp_path_factory, rows, smollm2_path, tiny_llama_path, data_root):
+    """known&incorrect's key facts from the real WordNet paths of the ARC-Easy rows (some have none)."""
+    from tests.known_support import kg_dir, search_paths
+
     out = tmp_path_factory.mktemp("eval")
-    cfg = load_config(None, ["eval.max_new_tokens=8", "eval.engine=local"])
-    probes = pa.table({"id": [rows.column("id")[0].as_py()],
-                       "path_texts": [[f"{rows.column('gold_text')[0].as_py()} is the right answer."]]})
+    wordnet = kg_dir("wordnet", data_root)
+    cfg = load_config(None, ["eval.max_new_tokens=8", "eval.engine=local", f"eval.kg={wordnet}"])
+    probes = search_paths(rows.slice(0, 5).to_pylist(), wordnet)
     run_eval(cfg, {"vanilla": str(smollm2_path), "tiny": str(tiny_llama_path)}, out,
              rows=rows, probes=probes)
     return out, cfg, probes
@@ -34,7 +37,7 @@ def _preds(out, method, bench):
 
 
 def test_results_directory(results):
-    out, _, _ = results
+    out, _, probes = results
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary) == {"vanilla", "tiny"}
     for method in summary:
@@ -45,8 +48,16 @@ def test_results_directory(results):
         assert summary[method]["bbh-boolean_expressions"]["exact_match"] == pytest.approx(
             sum(p["exact_match"] for p in bbh) / 2)
         assert all(p["type"] == "generative" and "generated" in p for p in bbh)
-        assert summary[method]["arc-easy"]["known"]["probed"] == 1
-        assert summary[method]["arc-easy"]["known"]["no_probe"] == 4
+        # every ARC item with a path has a key fact here; an item without one is counted, not covered
+        covered = [p for p in arc if "fact" in p]
+        with_path = [r["id"] for r in probes.to_pylist() if r["path_status"] == "ok"]
+        assert [p["id"] for p in covered] == with_path and 0 < len(covered) < 5
+        known = summary[method]["arc-easy"]["known"]
+        assert (known["items"], known["covered"]) == (5, len(covered))
+        assert known["known"] == sum(p["known"] for p in covered)
+        assert all(p["known"] is None for p in arc if "fact" not in p)
+        assert known["reference"] == pytest.approx(sum(1 - p["correct"] for p in covered) / len(covered))
+        assert summary[method]["bbh-boolean_expressions"]["known"]["covered"] == 0
     # two different models: different log-likelihoods for the same options
     assert _preds(out, "vanilla", "arc-easy")[0]["lls"] != _preds(out, "tiny", "arc-easy")[0]["lls"]
     table = (out / "table.md").read_text()

@@ -49,8 +49,8 @@ def test_known_from_probe_in_eval(tmp_path, data_root, smollm2_path) -> None:
     assert [p["known"] for p in preds] == expected
     known = json.loads((out / "summary.json").read_text())["vanilla"]["arc-easy"]["known"]
     n_known_incorrect = sum(1 for p, k in zip(preds, expected, strict=True) if k and not p["correct"])
-    assert known["probed"] == 8 and known["no_probe"] == 0
-    assert known["known_incorrect"] == pytest.approx(n_known_incorrect / 8)
+    assert known["items"] == 8 and known["covered"] == 8 and known["known"] == sum(expected)
+    assert known["known_incorrect"] == pytest.approx(n_known_incorrect / sum(expected))
 
     class Served:  # a scorer without an in-process model
         pass

@@ -21,10 +21,13 @@ from kale_ray.study.report import (
 from kale_ray.study.variants import extra_dir, variant_config
 
 
-def _metrics(acc: float, known_incorrect: float = 0.2, probed: int = 10) -> dict:
+def _metrics(acc: float, known_incorrect: int = 2, known: int = 10, covered: int = 20) -> dict:
+    """A pair's metrics as kale_ray.eval.known.shares writes them (50 items, `covered` with a key fact,
+    `known` of those known, `known_incorrect` of those answered wrongly; 12 covered answered wrongly)."""
     return {"n": 50, "accuracy": acc, "acc": acc, "acc_norm": acc / 2,
-            "known": {"probed": probed, "no_probe": 50 - probed, "known_correct": 0.5,
-                      "known_incorrect": known_incorrect, "unknown": 0.3 - known_incorrect + 0.2}}
+            "known": {"items": 50, "covered": covered, "known": known, "known_incorrect_items": known_incorrect,
+                      "incorrect_covered": 12, "coverage": covered / 50, "known_share": known / covered,
+                      "known_incorrect": known_incorrect / known, "reference": 12 / covered}}
 
 
 def _write_run(run: Path, summary: dict, step_s: dict[str, float]) -> None:
@@ -55,8 +58,8 @@ def study(tmp_path):
         "Vanilla": {"arc-easy": _metrics(0.40), "absr": _metrics(0.30)},
         "SFT [seed 0]": {"arc-easy": _metrics(0.50), "absr": _metrics(0.30)},
         "SFT [seed 1]": {"arc-easy": _metrics(0.54), "absr": _metrics(0.34)},
-        "KALE [seed 0]": {"arc-easy": _metrics(0.60, 0.1, 20), "absr": _metrics(0.40, 0.4, 10)},
-        "KALE [seed 1]": {"arc-easy": _metrics(0.62, 0.1, 20), "absr": _metrics(0.36, 0.4, 10)},
+        "KALE [seed 0]": {"arc-easy": _metrics(0.60, 1, 10), "absr": _metrics(0.40, 4, 10, 30)},
+        "KALE [seed 1]": {"arc-easy": _metrics(0.62, 1, 10), "absr": _metrics(0.36, 4, 10, 30)},
     }, {"sft-s0": 2.0, "sft-s1": 2.0, "ka-s0": 3.0, "ka-s1": 3.0})
     _write_run(tmp_path / "st-hf", {
         "KALE [seed 0]": {"arc-easy": _metrics(0.70), "absr": _metrics(0.20)},
@@ -90,9 +93,10 @@ def test_tables_are_mean_and_sd_over_seeds(study):
     assert f"| 61.0 ± {sd:.1f} |" in kale
     assert kale.endswith(f"| 49.5 ± {100 * statistics.stdev([0.50, 0.49]):.1f} |")
     assert "| Vanilla | 40.0 | 30.0 | 35.0 |" in table
-    # known&incorrect pooled by probed items: (0.1 * 20 + 0.4 * 10) / 30 = 0.2 in both seeds.
+    # known&incorrect pooled over benchmarks by counts, not by averaging shares: (1 + 4) / (10 + 10) known
+    # items = 25%; coverage (20 + 30) / 100; known 20 / 50 covered; reference (12 + 12) / 50 covered.
     known = next(line for line in known_table(rows).splitlines() if line.startswith("| KALE |"))
-    assert known.startswith("| KALE | 30 |") and "| 20.0 ± 0.0 |" in known
+    assert known == "| KALE | 50 / 100 (50.0%) | 40.0 ± 0.0 | 25.0 ± 0.0 | 48.0 ± 0.0 |"
 
 
 def test_a_running_eval_contributes_its_finished_pairs(study, tmp_path):
