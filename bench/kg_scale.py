@@ -263,13 +263,14 @@ def main() -> None:
     result: dict[str, Any] = {"items": args.items, "statements_per_item": args.statements_per_item,
                               "cpus": args.cpus, "shard_lines": args.shard_lines, "bucket_rows": args.bucket_rows}
     parts = args.parts or max(1, args.items // 250_000)
-    dump = work / f"dump-{args.items}-{args.statements_per_item:g}" / ("" if parts > 1 else "dump.json.gz")
-    written = dump.parent / "written.json"  # last, so a dump cut short by a crash is written again
+    folder = work / f"dump-{args.items}-{args.statements_per_item:g}"
+    dump = folder if parts > 1 else folder / "dump.json.gz"
+    written = folder / ".written.json"  # last (the build reads no dot file): a dump cut short is written again
     t0 = time.perf_counter()
     if args.keep_dump and written.is_file():
         result["dump"] = json.loads(written.read_text())
     else:
-        dump.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         written.unlink(missing_ok=True)
         result["dump"] = write_dump(dump, args.items, args.statements_per_item, seed=0, malformed=10, parts=parts,
                                     processes=args.cpus)

@@ -16,7 +16,8 @@ class KGConfig(_Section):
     source: Literal["wordnet", "metaqa", "triples", "wikidata"] = Field(
         "wordnet", description="Kind of KG source to build the graph from.")
     input: Path | None = Field(
-        None, description="Source path (default: /usr/share/wordnet for wordnet, <data_root>/metaqa/kb.txt for metaqa).")
+        None, description="Source path (default: /usr/share/wordnet for wordnet, <data_root>/metaqa/kb.txt for metaqa; "
+                          "wikidata: the dump, or a directory of its parts read in name order).")
     entity_labels: Path | None = Field(
         None, description="triples source: TSV key<TAB>label[<TAB>alias|alias] naming the entities.")
     relation_labels: Path | None = Field(
