@@ -96,7 +96,9 @@ def run_pipeline(cfg) -> dict[str, Any]:  # noqa: ANN001 (KaleConfig)
     models = {RunId(VANILLA).label: model} if cfg.eval.vanilla else {}
     for run in trained_runs(cfg.train.methods, cfg.train.seeds):
         method = METHODS[run.method]
-        run_cfg = cfg.model_copy(update={"seed": cfg.seed if run.seed is None else run.seed})
+        # The run's seed, and its method's own train.ka values (an ablation of the KA loss is an arm here).
+        run_cfg = cfg.model_copy(update={"seed": cfg.seed if run.seed is None else run.seed,
+                                         "train": cfg.train.for_method(run.method)})
         run_dir = p.stage(f"train-{run.dir_name}", lambda c=run_cfg, m=method, n=run.dir_name: run_train_stage(
             c, m.trainer, sources[m.source], cfg.stage_dir("train") / n))
         models[run.label] = str(Path(run_dir) / "final")

@@ -17,11 +17,14 @@ from kale_ray.methods import RunId
 from kale_ray.study.stats import detectable_difference, holm, paired_bootstrap, sign_test
 
 # (name, method A, method B, how B's variant is found): "same" = the same variant as A; "live" = A is KALE
-# in a variant that freezes the target, B is KALE in the first variant with the live target.
+# in a variant that freezes the target, B is KALE in the first variant with the live target (collections
+# made before the frozen target was an arm of its own, `ka-frozen`). A name's first line that the
+# collection can answer is the one tested.
 PRIMARY: list[tuple[str, str, str, str]] = [
     ("KALE vs SFT", "ka", "sft", "same"),
     ("KALE vs w/o KI", "ka", "ka-noki", "same"),
     ("KALE vs w/o KA", "ka", "ce-rationale", "same"),
+    ("frozen vs live target", "ka-frozen", "ka", "same"),
     ("frozen vs live target", "ka", "ka", "live"),
 ]
 METRICS = ("acc", "acc_norm")
@@ -54,8 +57,10 @@ def _target(data: dict[str, Any]) -> str:
 def find_pairs(results: dict[str, Any]) -> list[tuple[str, Arm, Arm]]:
     """The primary contrasts the collected runs can answer, each as (name, arm A, arm B)."""
     variants = list(results["variants"])
-    out = []
+    out: list[tuple[str, Arm, Arm]] = []
     for name, a_method, b_method, how in PRIMARY:
+        if any(found == name for found, _, _ in out):
+            continue
         for v in variants:
             if how == "same":
                 a, b = _arms(results, v, a_method), _arms(results, v, b_method)

@@ -21,6 +21,10 @@ from kale_ray.artifacts import atomic_write_bytes, atomic_write_json, atomic_wri
 from kale_ray.methods import METHODS, VANILLA, RunId, label, pipeline_runs
 
 ORDER = [m.label for m in METHODS.values()]
+# What each arm that changes one choice of KALE's loss isolates, against KALE in the same variant.
+ARM_CHANGES = {"ka-frozen": "the target: the initial model's q (frozen) against the live one",
+               "ka-forward": "the KL's direction: forward KL(q||p) against the printed reverse KL(p||q)",
+               "ka-ce": "an added cross-entropy on the plain answer (weight 1)"}
 
 
 def _read_json(path: Path) -> Any:
@@ -349,6 +353,8 @@ def comparisons(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         out.append((row_name(results, v, "ka"), row_name(results, v, "ka-noki"),
                     f"the KG paths, same writer ({backend})"))
     out.append((kale, label("ce-rationale"), "the KL objective against cross-entropy on the rationale data"))
+    for method, meaning in ARM_CHANGES.items():
+        out.append((label(method), kale, meaning))
     for v in names[1:]:
         data = results["variants"][v]
         if data.get("synth_select") == "probe":

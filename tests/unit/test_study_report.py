@@ -277,3 +277,24 @@ def test_primary_contrasts_are_paired_over_items_with_intervals(study, tmp_path)
 def test_page_without_per_item_predictions_says_so(study, tmp_path):
     render(collect(study), tmp_path / "results.md", tmp_path / "results.json", None)
     assert "No primary contrast can be computed" in (tmp_path / "results.md").read_text()
+
+
+def test_frozen_target_arm_pairs_with_kale_in_its_own_variant(tmp_path):
+    """The frozen target is an arm (ka-frozen): the contrast pairs it with KALE of the same variant,
+    on the same items, and names the arm's row."""
+    from kale_ray.study.contrasts import primary_contrasts
+
+    cfg = load_config(overrides=[
+        f"workdir={tmp_path}", "run_name=st", "train.methods=[ka, ka-frozen]", "eval.vanilla=false",
+        "study.variants={main: []}"])
+    run = tmp_path / "st-main"
+    _write_run(run, {"KALE": {"arc-easy": _metrics(0.5)}, "KALE (frozen target)": {"arc-easy": _metrics(0.6)}}, {})
+    _predictions(run / "results", "KALE", "arc-easy", [1] * 50 + [0] * 50)
+    _predictions(run / "results", "KALE (frozen target)", "arc-easy", [1] * 60 + [0] * 40)
+    records = primary_contrasts(collect(cfg))
+    frozen = [r for r in records if r["name"] == "frozen vs live target"]
+    assert len(frozen) == 1
+    assert frozen[0]["a"] == {"variant": "main", "method": "ka-frozen"} and frozen[0]["b"]["method"] == "ka"
+    assert frozen[0]["acc"]["a_ahead"] == 10 and frozen[0]["acc"]["b_ahead"] == 0
+    pairs = comparisons(collect(cfg))
+    assert ("KALE (frozen target)", "KALE", "the target: the initial model's q (frozen) against the live one") in pairs
