@@ -87,6 +87,11 @@ class TrainConfig(_Section):
                     "ce-rationale (KALE w/o KA), ka-frozen (train.ka.target=frozen), ka-forward "
                     "(train.ka.direction=forward), ka-ce (train.ka.ce_weight=1): each ka-* arm is KALE with its "
                     "own train.ka values over these.")
+    rows: Literal["all", "shared"] = Field(
+        "all", description="Training rows of the pipeline's arms: all (each arm every row its source makes usable) "
+                           "or shared (every arm, SFT included, the rows with KG paths and a usable rationale in "
+                           "every rationales artifact the run trains on; same rows, so the same steps: "
+                           "kale_ray/train/rows.py).")
     seeds: list[int] = Field(
         default_factory=list,
         description="Train every pipeline method once per seed (empty: once, with the global seed).")
@@ -136,10 +141,12 @@ class TrainConfig(_Section):
         "offline", description="wandb offline (files under the run's wandb/, `wandb sync` later) or online.")
 
     def for_method(self, name: str) -> TrainConfig:
-        """This config as a run of pipeline method `name` trains it: its trainer method and its own
-        `train.ka` values (kale_ray.methods) over the configured ones, validated."""
+        """This config as a run of pipeline method `name` trains it: its trainer method, its own
+        `train.ka` values (kale_ray.methods) over the configured ones, and `methods` = that one method
+        (a run trains one arm: its config, and so its run key, does not depend on which other arms the
+        pipeline trains, and an arm's train.ka is not read as the twin of `ka`)."""
         ka = KAConfig.model_validate({**self.ka.model_dump(), **ka_overrides(name)})
-        return self.model_copy(update={"method": METHODS[name].trainer or self.method, "ka": ka})
+        return self.model_copy(update={"method": METHODS[name].trainer or self.method, "ka": ka, "methods": [name]})
 
     @model_validator(mode="after")
     def _arms_differ(self) -> TrainConfig:

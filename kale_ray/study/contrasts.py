@@ -135,8 +135,8 @@ def primary_contrasts(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def arm_sizes(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per trained arm (variant and method): seeds, training rows used and optimizer steps per run, from
-    the train manifests (None where the collection predates them)."""
+    """Per trained arm (variant and method): seeds, training rows used, the hash of their ids and
+    optimizer steps per run, from the train manifests (None where the collection predates them)."""
     arms: dict[tuple[str, str], dict[str, Any]] = {}
     for variant, data in results["variants"].items():
         for dir_name, run in (data.get("train") or {}).items():
@@ -144,8 +144,9 @@ def arm_sizes(results: dict[str, Any]) -> list[dict[str, Any]]:
             if rid is None:
                 continue
             arm = arms.setdefault((variant, rid.method), {"variant": variant, "method": rid.method, "seeds": [],
-                                                           "rows_used": set(), "steps": set()})
+                                                           "rows_used": set(), "row_sets": set(), "steps": set()})
             arm["seeds"].append(rid.seed)
             arm["rows_used"].add(run.get("rows_used"))
+            arm["row_sets"].add(run.get("row_ids_sha256"))
             arm["steps"].add(run.get("optimizer_steps") or run.get("steps"))
     return list(arms.values())

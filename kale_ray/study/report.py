@@ -45,8 +45,9 @@ def _train_runs(train_dir: Path) -> dict[str, Any]:
         counts = manifest.get("counts", {})
         runs[metrics.parent.name] = {
             "source": str(metrics), "steps": len(steps),
-            "optimizer_steps": counts.get("steps"), "rows_used": counts.get("rows_used"),
-            "rows_in": counts.get("rows_in"),
+            "optimizer_steps": counts.get("optimizer_steps", counts.get("steps")), "rows_used": counts.get("rows_used"),
+            "rows_in": counts.get("rows_in"), "row_ids_sha256": (manifest.get("inputs") or {}).get("row_ids_sha256"),
+            "rows": (manifest.get("inputs") or {}).get("rows"),
             "step_s_median": statistics.median(s["step_s"] for s in timed),
             "tokens_per_s_median": statistics.median(s["tokens_per_s"] for s in timed),
             "first_loss": steps[0].get("loss"), "last_loss": steps[-1].get("loss")}
@@ -103,7 +104,7 @@ def collect_variant(run_dir: Path) -> dict[str, Any]:
             out[stage] = {"source": str(run_dir / stage / "manifest.json"), "counts": manifest.get("counts", {}),
                           "extra": {k: v for k, v in manifest.get("extra", {}).items()
                                     if k in ("linking_coverage", "seconds", "search_seconds", "last_run",
-                                             "select")}}
+                                             "select", "degenerate")}}
     if (run_dir / "paths" / "manifest.json").is_file():
         out["path_stats"] = path_stats(run_dir / "paths")
     probe = run_dir / "results" / "probe" / "results.json"
@@ -426,13 +427,50 @@ def arms_table(results: dict[str, Any]) -> str:
     on different rows or for different steps are visible as such."""
     from kale_ray.study.contrasts import arm_sizes
 
-    lines = ["| arm | seeds | training rows used | optimizer steps |", "|---|---|---|---|"]
+    lines = ["| arm | seeds | training rows used | row set (ids hash) | optimizer steps |", "|---|---|---|---|---|"]
     shown = lambda values: ", ".join(str(v) for v in sorted(values, key=str)) if values - {None} else "-"  # noqa: E731
-    for arm in arm_sizes(results):
+    arms = arm_sizes(results)
+    for arm in arms:
         seeds = ", ".join("-" if s is None else str(s) for s in arm["seeds"])
         lines.append(f"| {row_name(results, arm['variant'], arm['method'])} | {seeds} | "
-                     f"{shown(arm['rows_used'])} | {shown(arm['steps'])} |")
-    return "\n".join(lines)
+                     f"{shown(arm['rows_used'])} | {shown(arm['row_sets'])} | {shown(arm['steps'])} |")
+    return "\n".join([*lines, "", *same_rows_lines(arms)])
+
+
+def same_rows_lines(arms: list[dict[str, Any]]) -> list[str]:
+    """Per variant, one sentence: whether its arms trained on one row set for one step count."""
+    out = []
+    for variant in dict.fromkeys(a["variant"] for a in arms):
+        mine = [a for a in arms if a["variant"] == variant]
+        sets = set().union(*(a["row_sets"] for a in mine)) - {None}
+        steps = set().union(*(a["steps"] for a in mine)) - {None}
+        if not sets:
+            out.append(f"- `{variant}`: the train manifests do not record the row ids (runs made before "
+                       "they did): whether its arms shared rows is not known.")
+        elif len(sets) == 1 and len(steps) == 1:
+            out.append(f"- `{variant}`: every arm trained on the same rows (ids hash {next(iter(sets))}) for "
+                       f"{next(iter(steps))} optimizer steps.")
+        else:
+            out.append(f"- `{variant}`: **the arms did not train on the same rows and steps** "
+                       f"({len(sets)} row sets, steps {', '.join(str(s) for s in sorted(steps))}); a contrast "
+                       "between them mixes the method with the data.")
+    return out
+
+
+def writer_table(results: dict[str, Any]) -> str:
+    """Per variant and rationales artifact, the writer's degenerate-output rate (synth manifests): the
+    share of what it wrote that the judge refused, and why; a degenerate row trains no arm."""
+    lines = ["| variant | writer | rationales | written and judged | degenerate | rate | why |", "|---|---|---|---|---|---|---|"]
+    for variant, data in results["variants"].items():
+        for stage, title in (("synth", "KI (with paths)"), ("synth-noki", "w/o KI (Q&A only)")):
+            record = ((data.get(stage) or {}).get("extra") or {}).get("degenerate")
+            if not record:
+                continue
+            rate = "-" if record.get("rate") is None else f"{100 * record['rate']:.1f}%"
+            why = ", ".join(f"{k} {n}" for k, n in (record.get("kinds") or {}).items()) or "-"
+            lines.append(f"| {variant} | {data.get('synth_backend', '-')} | {title} | {record.get('judged')} | "
+                         f"{record.get('degenerate')} | {rate} | {why} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def path_table(results: dict[str, Any]) -> str:
@@ -608,6 +646,8 @@ def render(results: dict[str, Any], out_md: Path, numbers: Path, discussion: Pat
         "",
         arms_table(results),
         "",
+        *(["Degenerate rationales per writer (a degenerate row trains no arm):", "", writer_table(results), ""]
+          if writer_table(results) else []),
         "## What the numbers say (computed)",
         "",
         *findings(rows),

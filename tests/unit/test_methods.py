@@ -82,6 +82,11 @@ def test_ka_arms_carry_their_own_train_ka_values():
     assert cfg.train.ka.target == "live"  # for_method copies; the config itself is unchanged
     # Different arms hash differently, so each has its own run key and directory.
     assert len({t.model_dump_json() for t in arms.values()}) == 4
+    # A worker validates its run's config again: every arm's must pass (ka-frozen is no twin of ka there).
+    from kale_ray.config.train import TrainConfig
+
+    for arm, tc in arms.items():
+        assert TrainConfig.model_validate(tc.model_dump(mode="json")).methods == [arm]
 
 
 def test_an_arm_the_config_already_is_is_refused():

@@ -250,7 +250,8 @@ def test_primary_contrasts_are_paired_over_items_with_intervals(study, tmp_path)
         _predictions(results_dir, f"SFT [seed {seed}]", "absr", [1] * 20 + [0] * 30)
     for name, rows_used in (("sft-s0", 40), ("sft-s1", 40), ("ka-s0", 30), ("ka-s1", 30)):
         (tmp_path / "st-template" / "train" / name / "manifest.json").write_text(
-            json.dumps({"counts": {"rows_in": 40, "rows_used": rows_used, "steps": rows_used // 4}}))
+            json.dumps({"counts": {"rows_in": 40, "rows_used": rows_used, "steps": rows_used // 4},
+                        "inputs": {"row_ids_sha256": f"ids{rows_used}"}}))
     results = collect(study)
     render(results, tmp_path / "results.md", tmp_path / "results.json", None)
     page = (tmp_path / "results.md").read_text()
@@ -262,7 +263,8 @@ def test_primary_contrasts_are_paired_over_items_with_intervals(study, tmp_path)
     assert f"{100 * detectable_difference(150, 20 / 150):.1f}" in line
     # acc_norm: item 0 of each benchmark flips for both arms alike, the difference is unchanged.
     assert page.count(line) == 2 and "acc_norm:" in page
-    assert "| KALE | 0, 1 | 30 | 7 |" in page and "| SFT | 0, 1 | 40 | 10 |" in page
+    assert "| KALE | 0, 1 | 30 | ids30 | 7 |" in page and "| SFT | 0, 1 | 40 | ids40 | 10 |" in page
+    assert "`template`: **the arms did not train on the same rows and steps** (2 row sets, steps 7, 10)" in page
     assert "Detectable difference of the design: with 150 paired items" in page
     assert "not an interval over items" in page
     # Rendered again from the JSON alone (no artifacts), the table is the same.
@@ -298,3 +300,24 @@ def test_frozen_target_arm_pairs_with_kale_in_its_own_variant(tmp_path):
     assert frozen[0]["acc"]["a_ahead"] == 10 and frozen[0]["acc"]["b_ahead"] == 0
     pairs = comparisons(collect(cfg))
     assert ("KALE (frozen target)", "KALE", "the target: the initial model's q (frozen) against the live one") in pairs
+
+
+def test_arms_on_one_row_set_are_said_to_share_it(study, tmp_path):
+    for name in ("sft-s0", "sft-s1", "ka-s0", "ka-s1"):
+        (tmp_path / "st-template" / "train" / name / "manifest.json").write_text(json.dumps(
+            {"counts": {"rows_used": 24, "optimizer_steps": 6}, "inputs": {"row_ids_sha256": "abc"}}))
+    render(collect(study), tmp_path / "results.md", tmp_path / "results.json", None)
+    page = (tmp_path / "results.md").read_text()
+    assert "| SFT | 0, 1 | 24 | abc | 6 |" in page
+    assert "- `template`: every arm trained on the same rows (ids hash abc) for 6 optimizer steps." in page
+    assert "- `hf`: the train manifests do not record the row ids" in page
+
+
+def test_writer_degenerate_rate_is_shown_per_rationales_artifact(study, tmp_path):
+    (tmp_path / "st-hf" / "synth").mkdir()
+    (tmp_path / "st-hf" / "synth" / "manifest.json").write_text(json.dumps({"counts": {"rows": 40}, "extra": {
+        "degenerate": {"judged": 40, "degenerate": 6, "rate": 0.15, "kinds": {"no answer": 4, "repeated": 2}}}}))
+    render(collect(study), tmp_path / "results.md", tmp_path / "results.json", None)
+    page = (tmp_path / "results.md").read_text()
+    assert "| hf | hf | KI (with paths) | 40 | 6 | 15.0% | no answer 4, repeated 2 |" in page
+
