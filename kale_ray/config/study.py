@@ -54,6 +54,10 @@ class StudyConfig(BaseModel):
     discussion: Path = Field(
         Path("docs/results_discussion.md"),
         description="Hand-written discussion appended to the results page (kept out of the generated part).")
+    precheck: Path = Field(
+        Path("docs/precheck.json"),
+        description="The pre-check's result (`kale-ray study precheck`): per KA arm, the plain view's CE on the gold "
+                    "answer before and after a short training run; the results page renders it.")
     results_json: Path = Field(
         Path("docs/results.json"),
         description="Every number of the results page, with the artifact file it came from (re-renders the page).")

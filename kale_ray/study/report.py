@@ -19,6 +19,7 @@ from typing import Any
 
 from kale_ray.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
 from kale_ray.methods import METHODS, VANILLA, RunId, label, pipeline_runs
+from kale_ray.study.precheck import precheck_lines
 
 ORDER = [m.label for m in METHODS.values()]
 # What each arm that changes one choice of KALE's loss isolates, against KALE in the same variant.
@@ -160,7 +161,8 @@ def collect(cfg: Any) -> dict[str, Any]:
     paths = {title: path_stats(d) for title, d in ((t, extra_dir(cfg, "paths", t)) for t in cfg.study.path_runs)
              if (d / "manifest.json").is_file()}
     train = cfg.train
-    return {"study": cfg.run_name, "extra": extra, "path_stats": paths, "model": cfg.model.name_or_path,
+    precheck = _read_json(Path(cfg.study.precheck))
+    return {"study": cfg.run_name, "extra": extra, "precheck": precheck, "path_stats": paths, "model": cfg.model.name_or_path,
             "data": cfg.data.model_dump(mode="json"), "train": {
                 "methods": list(train.methods), "seeds": list(train.seeds), "workers": train.workers,
                 "micro_batch_size": train.micro_batch_size, "grad_accum": train.grad_accum,
@@ -648,6 +650,10 @@ def render(results: dict[str, Any], out_md: Path, numbers: Path, discussion: Pat
         "",
         *(["Degenerate rationales per writer (a degenerate row trains no arm):", "", writer_table(results), ""]
           if writer_table(results) else []),
+        "## Pre-check: does each KA arm lower the plain view's CE on the gold answer?",
+        "",
+        *precheck_lines(results.get("precheck")),
+        "",
         "## What the numbers say (computed)",
         "",
         *findings(rows),

@@ -321,3 +321,32 @@ def test_writer_degenerate_rate_is_shown_per_rationales_artifact(study, tmp_path
     page = (tmp_path / "results.md").read_text()
     assert "| hf | hf | KI (with paths) | 40 | 6 | 15.0% | no answer 4, repeated 2 |" in page
 
+
+def _arm(label_: str, before: float, after: float, kl: tuple[float, float], target: tuple[float, float]) -> dict:
+    return {"label": label_, "ce_plain_fell": after < before, "first_loss": 0.9, "last_loss": 0.4,
+            "before": {"ce_plain": before, "ce_rationale": target[0], "kl_plain_to_rationale": kl[0]},
+            "after": {"ce_plain": after, "ce_rationale": target[1], "kl_plain_to_rationale": kl[1]}}
+
+
+def test_precheck_section_says_which_arm_did_not_lower_the_ce_and_why(study, tmp_path):
+    precheck = {"variant": "template", "rows": 64, "rows_asked": 64, "steps": 50, "arms": {
+        "ka": _arm("KALE", 2.0, 2.2, (1.0, 0.3), (1.6, 1.8)),
+        "ka-frozen": _arm("KALE (frozen target)", 2.0, 1.7, (1.0, 0.5), (1.6, 1.6)),
+        "ka-forward": _arm("KALE (forward KL)", 2.0, 2.1, (1.0, 1.2), (1.6, 1.6))}}
+    path = tmp_path / "precheck.json"
+    path.write_text(json.dumps(precheck))
+    study.study.precheck = path
+    render(collect(study), tmp_path / "results.md", tmp_path / "results.json", None)
+    page = (tmp_path / "results.md").read_text()
+    assert "same 64 training rows (asked: 64) for 50 optimizer steps" in page
+    assert "| KALE (frozen target) | 2.000 -> 1.700 | yes | 1.600 -> 1.600 | 1.000 -> 0.500 | 0.900 -> 0.400 |" in page
+    assert "- **KALE did not lower the plain view's cross-entropy on the gold answer** (2.000 -> 2.200): the plain " \
+           "view moved toward the with-rationale view (KL fell), but that view itself got worse" in page
+    assert "- **KALE (forward KL) did not lower" in page and "(KL did not fall)" in page
+    assert "frozen target) did not lower" not in page
+
+
+def test_page_without_a_precheck_says_none_ran(study, tmp_path):
+    study.study.precheck = tmp_path / "none.json"
+    render(collect(study), tmp_path / "results.md", tmp_path / "results.json", None)
+    assert "No pre-check has run" in (tmp_path / "results.md").read_text()
