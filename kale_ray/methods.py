@@ -9,7 +9,7 @@ else reads seeds out of strings.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 if TYPE_CHECKING:
@@ -18,9 +18,10 @@ if TYPE_CHECKING:
 # The trainer's own methods (`kale-ray train --method`): the loss and the views it needs.
 TrainerMethod = Literal["ka", "sft", "ce-rationale"]
 # The pipeline's trained methods (`train.methods`); `ka-noki` is KALE w/o KI (rationales written without
-# KG paths), `ce-rationale` KALE w/o KA (cross-entropy on the with-rationale prompt).
-TrainedMethod = Literal["sft", "ka", "ka-noki", "ce-rationale"]
-MethodName = Literal["vanilla", "sft", "ka", "ka-noki", "ce-rationale"]
+# KG paths), `ce-rationale` KALE w/o KA (cross-entropy on the with-rationale prompt); `ka-frozen`,
+# `ka-forward` and `ka-ce` are KALE with one choice of the KA loss changed (their `ka` overrides).
+TrainedMethod = Literal["sft", "ka", "ka-noki", "ce-rationale", "ka-frozen", "ka-forward", "ka-ce"]
+MethodName = Literal["vanilla", "sft", "ka", "ka-noki", "ce-rationale", "ka-frozen", "ka-forward", "ka-ce"]
 # Where a method's training rows come from: the data stage, or the rationales with / without KG paths.
 Source = Literal["data", "synth", "synth-noki"]
 
@@ -30,13 +31,22 @@ VANILLA: MethodName = "vanilla"
 
 @dataclass(frozen=True)
 class Method:
-    """One method of the comparison; `trainer` and `source` are None for Vanilla (never trained)."""
+    """One method of the comparison; `trainer` and `source` are None for Vanilla (never trained).
+
+    `ka` holds the method's own `train.ka.*` values, applied over the config's `train.ka` for its runs
+    only: an ablation of the KA loss is an arm of the same pipeline (same rows, same rationales, same
+    steps) rather than a study variant of its own, which would split it from the arms it is compared with."""
 
     name: MethodName
     label: str  # the display name; it also names result directories, so no "/" ("w/o KI" is "no KI")
     trainer: TrainerMethod | None = None
     source: Source | None = None
+    ka: dict[str, Any] = field(default_factory=dict)
 
+
+# KALE + CE's weight: the plain CE and the KL summed with equal weight, the simplest mix (the paper prints
+# no CE term, so there is no value to copy; train.ka.ce_weight sets KALE's own when it is not this arm).
+KA_CE_WEIGHT = 1.0
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("vanilla", "Vanilla"),
@@ -44,15 +54,25 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("ka", "KALE", "ka", "synth"),
     Method("ka-noki", "KALE (no KI)", "ka", "synth-noki"),
     Method("ce-rationale", "KALE (no KA)", "ce-rationale", "synth"),
+    Method("ka-frozen", "KALE (frozen target)", "ka", "synth", {"target": "frozen"}),
+    Method("ka-forward", "KALE (forward KL)", "ka", "synth", {"direction": "forward"}),
+    Method("ka-ce", "KALE + CE", "ka", "synth", {"ce_weight": KA_CE_WEIGHT}),
 )}
 
 _BY_LABEL = {m.label: m.name for m in METHODS.values()}
+# Longest name first, so a directory name is matched by the method that spells all of it.
+_BY_LENGTH = sorted(METHODS, key=len, reverse=True)
 _SEED_OPEN, _SEED_CLOSE, _SEED_DIR = " [seed ", "]", "-s"
 
 
 def label(method: str) -> str:
     """The display name of a registered method ("ka" -> "KALE")."""
     return METHODS[method].label
+
+
+def ka_overrides(method: str) -> dict[str, Any]:
+    """The `train.ka.*` values a registered method sets over the config's (empty for most)."""
+    return dict(METHODS[method].ka)
 
 
 def _seed(text: str) -> int | None:
@@ -109,7 +129,7 @@ class RunId:
     @classmethod
     def from_dir_name(cls, name: str, variant: str | None = None) -> RunId | None:
         """The run a directory name names ("ka-noki-s2"), or None when it names none."""
-        for method in METHODS:
+        for method in _BY_LENGTH:
             if name == method:
                 return cls(method, None, variant)
             if name.startswith(method + _SEED_DIR):

@@ -71,6 +71,7 @@ def run_pipeline(cfg) -> dict[str, Any]:  # noqa: ANN001 (KaleConfig)
     from kale_ray.probe.uses import select_rows
     from kale_ray.ray_utils import init_ray
     from kale_ray.synth.stage import run_synth_stage
+    from kale_ray.train.rows import check_same_rows_and_steps, write_shared_rows
     from kale_ray.train.stage import run_train_stage
 
     init_ray(cfg.ray)
@@ -93,13 +94,24 @@ def run_pipeline(cfg) -> dict[str, Any]:  # noqa: ANN001 (KaleConfig)
                 stage_cfg = cfg.model_copy(update={"synth": cfg.synth.model_copy(update={"ki": ki})})
                 sources[name] = p.stage(name, lambda c=stage_cfg, n=name: run_synth_stage(
                     c, paths_dir, cfg.stage_dir(n), select))
+    row_ids = None
+    if cfg.train.rows == "shared":  # one explicit row set for every arm (kale_ray/train/rows.py)
+        rationales = {n: sources[n] for n in ("synth", "synth-noki") if n in needs}
+        rows_file = p.stage("rows", lambda: write_shared_rows(train_rows, rationales, cfg.stage_dir("rows")))
+        row_ids = json.loads(Path(rows_file).read_text())["ids"]
     models = {RunId(VANILLA).label: model} if cfg.eval.vanilla else {}
+    run_dirs: dict[str, Path] = {}
     for run in trained_runs(cfg.train.methods, cfg.train.seeds):
         method = METHODS[run.method]
-        run_cfg = cfg.model_copy(update={"seed": cfg.seed if run.seed is None else run.seed})
+        # The run's seed, and its method's own train.ka values (an ablation of the KA loss is an arm here).
+        run_cfg = cfg.model_copy(update={"seed": cfg.seed if run.seed is None else run.seed,
+                                         "train": cfg.train.for_method(run.method)})
         run_dir = p.stage(f"train-{run.dir_name}", lambda c=run_cfg, m=method, n=run.dir_name: run_train_stage(
-            c, m.trainer, sources[m.source], cfg.stage_dir("train") / n))
+            c, m.trainer, sources[m.source], cfg.stage_dir("train") / n, row_ids))
+        run_dirs[run.dir_name] = Path(run_dir)
         models[run.label] = str(Path(run_dir) / "final")
+    if row_ids is not None and run_dirs:
+        p.record["arms"] = check_same_rows_and_steps(run_dirs)
     probes = None
     if fact_check:
         probes = p.stage("paths-test", lambda: run_paths_stage(cfg, test_rows, kg_dir, cfg.stage_dir("paths-test")))

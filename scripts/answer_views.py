@@ -14,29 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
-
-def answer_view_stats(model_path: str, rows: list[dict]) -> dict[str, float]:
-    import torch
-
-    from kale_ray.engines.loading import load_causal_lm
-
-    model = load_causal_lm(model_path, dtype="float32")
-    sums = {"ce_plain": 0.0, "ce_rationale": 0.0, "kl_plain_to_rationale": 0.0, "top1_plain": 0.0,
-            "top1_rationale": 0.0}
-    tokens = 0
-    with torch.no_grad():
-        for row in rows:
-            span = row["answer_len"]
-            labels = torch.tensor(row["student_ids"][-span:])
-            lp, lq = (model(torch.tensor([row[k]])).logits[0, -span - 1:-1].log_softmax(-1)
-                      for k in ("student_ids", "target_ids"))
-            sums["ce_plain"] -= lp.gather(1, labels[:, None]).sum().item()
-            sums["ce_rationale"] -= lq.gather(1, labels[:, None]).sum().item()
-            sums["kl_plain_to_rationale"] += (lp.exp() * (lp - lq)).sum().item()
-            sums["top1_plain"] += (lp.argmax(-1) == labels).sum().item()
-            sums["top1_rationale"] += (lq.argmax(-1) == labels).sum().item()
-            tokens += span
-    return {k: round(v / tokens, 4) for k, v in sums.items()} | {"answer_tokens": tokens}
+# The measurement itself lives in the library (the pre-check uses it too).
+from kale_ray.study.answer_views import answer_view_stats
 
 
 def main() -> None:

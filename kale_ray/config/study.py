@@ -58,6 +58,10 @@ class StudyConfig(BaseModel):
         None, description="The study's committed results: per-item predictions and the collected numbers per "
                           "variant, merged run by run, enough to rebuild the page without the artifacts "
                           "(null: a `study/` folder beside study.results).")
+    precheck: Path = Field(
+        Path("docs/precheck.json"),
+        description="The pre-check's result (`kale-ray study precheck`): per KA arm, the plain view's CE on the gold "
+                    "answer before and after a short training run; the results page renders it.")
     results_json: Path = Field(
         Path("docs/results.json"),
         description="Every number of the results page, with the artifact file it came from (re-renders the page).")

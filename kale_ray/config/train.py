@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from kale_ray.methods import TrainedMethod, TrainerMethod
+from kale_ray.methods import METHODS, TrainedMethod, TrainerMethod, ka_overrides
 
 
 class _Section(BaseModel):
@@ -84,7 +84,14 @@ class TrainConfig(_Section):
     methods: list[TrainedMethod] = Field(
         default_factory=lambda: ["sft", "ka"],
         description="Methods the pipeline trains (Vanilla needs none): sft, ka, ka-noki (KALE w/o KI), "
-                    "ce-rationale (KALE w/o KA).")
+                    "ce-rationale (KALE w/o KA), ka-frozen (train.ka.target=frozen), ka-forward "
+                    "(train.ka.direction=forward), ka-ce (train.ka.ce_weight=1): each ka-* arm is KALE with its "
+                    "own train.ka values over these.")
+    rows: Literal["all", "shared"] = Field(
+        "all", description="Training rows of the pipeline's arms: all (each arm every row its source makes usable) "
+                           "or shared (every arm, SFT included, the rows with KG paths and a usable rationale in "
+                           "every rationales artifact the run trains on; same rows, so the same steps: "
+                           "kale_ray/train/rows.py).")
     seeds: list[int] = Field(
         default_factory=list,
         description="Train every pipeline method once per seed (empty: once, with the global seed).")
@@ -132,6 +139,25 @@ class TrainConfig(_Section):
         None, description="MLflow tracking URI (none: a local file store, mlruns/ in the run's directory).")
     wandb_mode: Literal["offline", "online"] = Field(
         "offline", description="wandb offline (files under the run's wandb/, `wandb sync` later) or online.")
+
+    def for_method(self, name: str) -> TrainConfig:
+        """This config as a run of pipeline method `name` trains it: its trainer method, its own
+        `train.ka` values (kale_ray.methods) over the configured ones, and `methods` = that one method
+        (a run trains one arm: its config, and so its run key, does not depend on which other arms the
+        pipeline trains, and an arm's train.ka is not read as the twin of `ka`)."""
+        ka = KAConfig.model_validate({**self.ka.model_dump(), **ka_overrides(name)})
+        return self.model_copy(update={"method": METHODS[name].trainer or self.method, "ka": ka, "methods": [name]})
+
+    @model_validator(mode="after")
+    def _arms_differ(self) -> TrainConfig:
+        """An arm whose own train.ka values the config already has would train KALE again under another
+        name (e.g. ka-forward under train.ka.direction=forward): refused, so no table shows twins."""
+        for name in self.methods:
+            own = ka_overrides(name)
+            if own and "ka" in self.methods and all(getattr(self.ka, k) == v for k, v in own.items()):
+                keys = ", ".join(f"train.ka.{k}={v}" for k, v in own.items())
+                raise ValueError(f"train.methods has ka and {name}, which are the same run under {keys}")
+        return self
 
     @model_validator(mode="after")
     def _levers_fit_the_strategy(self) -> TrainConfig:

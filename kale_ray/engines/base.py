@@ -36,6 +36,11 @@ class GenerationRequest:
     seed: int | None = None  # sampling: the request's own generator, so its draws ignore the batch
     top: int = 0  # also keep the `top` most likely tokens' log-probs at each step
     echo: bool = False  # also score the prompt (Generation.prompt)
+    # Anti-looping, over the tokens generated so far (not the prompt: a rationale must be free to repeat
+    # the question's and the answer's words): a logit over 0 is divided by the penalty, one below
+    # multiplied (CTRL's penalty, as transformers applies it); with n > 0 no n-gram is generated twice.
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
 
 
 @dataclass

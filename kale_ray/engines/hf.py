@@ -364,10 +364,11 @@ class HFEngine(EngineBase):
                 step = self.model(input_ids=tokens, attention_mask=None if bool(mask.all()) else mask,
                                   position_ids=position[:, None], past_key_values=past, use_cache=True)
                 logits = step.logits[:, -1].float()
-            logprobs = torch.log_softmax(logits, -1)
-            greedy = logits.argmax(-1).tolist()
+            logprobs = torch.log_softmax(logits, -1)  # the model's own distribution, before any penalty
+            chooser = _penalised(logits, [reqs[i] for i in live], [states[i].ids for i in live])
+            greedy = chooser.argmax(-1).tolist()
             picks = [greedy[k] if reqs[i].temperature <= 0
-                     else self._pick(logits[k], reqs[i].temperature, reqs[i].top_p, generators[i])
+                     else self._pick(chooser[k], reqs[i].temperature, reqs[i].top_p, generators[i])
                      for k, i in enumerate(live)]
             chosen = logprobs[torch.arange(len(live), device=dev), torch.tensor(picks, device=dev)].tolist()
             for k, i in enumerate(live):
@@ -424,3 +425,27 @@ class HFEngine(EngineBase):
             keep = sorted_p.cumsum(-1) - sorted_p < top_p
             probs = torch.zeros_like(probs).scatter(0, sorted_i[keep], sorted_p[keep])
         return int(torch.multinomial(probs, 1, generator=gen))
+
+
+def _penalised(logits: Any, reqs: list[GenerationRequest], generated: list[list[int]]) -> Any:
+    """The logits the next token is chosen from: each row's repetition penalty and n-gram ban applied
+    over the tokens it generated so far (GenerationRequest). Rows without either are left as they are,
+    and so is the tensor when no row asks (no copy)."""
+    import torch
+
+    rows = [k for k, r in enumerate(reqs) if (r.repetition_penalty != 1.0 or r.no_repeat_ngram_size > 0) and generated[k]]
+    if not rows:
+        return logits
+    out = logits.clone()
+    for k in rows:
+        r, ids = reqs[k], generated[k]
+        if r.repetition_penalty != 1.0:
+            seen = torch.tensor(sorted(set(ids)), device=out.device)
+            values = out[k, seen]
+            out[k, seen] = torch.where(values > 0, values / r.repetition_penalty, values * r.repetition_penalty)
+        n = r.no_repeat_ngram_size
+        if n > 0 and len(ids) >= n:
+            prefix = ids[len(ids) - n + 1:] if n > 1 else []
+            banned = {ids[j + n - 1] for j in range(len(ids) - n + 1) if ids[j:j + n - 1] == prefix}
+            out[k, sorted(banned)] = float("-inf")
+    return out

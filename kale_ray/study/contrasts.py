@@ -17,11 +17,14 @@ from kale_ray.methods import RunId
 from kale_ray.study.stats import detectable_difference, holm, paired_bootstrap, sign_test
 
 # (name, method A, method B, how B's variant is found): "same" = the same variant as A; "live" = A is KALE
-# in a variant that freezes the target, B is KALE in the first variant with the live target.
+# in a variant that freezes the target, B is KALE in the first variant with the live target (collections
+# made before the frozen target was an arm of its own, `ka-frozen`). A name's first line that the
+# collection can answer is the one tested.
 PRIMARY: list[tuple[str, str, str, str]] = [
     ("KALE vs SFT", "ka", "sft", "same"),
     ("KALE vs w/o KI", "ka", "ka-noki", "same"),
     ("KALE vs w/o KA", "ka", "ce-rationale", "same"),
+    ("frozen vs live target", "ka-frozen", "ka", "same"),
     ("frozen vs live target", "ka", "ka", "live"),
 ]
 METRICS = ("acc", "acc_norm")
@@ -54,8 +57,10 @@ def _target(data: dict[str, Any]) -> str:
 def find_pairs(results: dict[str, Any]) -> list[tuple[str, Arm, Arm]]:
     """The primary contrasts the collected runs can answer, each as (name, arm A, arm B)."""
     variants = list(results["variants"])
-    out = []
+    out: list[tuple[str, Arm, Arm]] = []
     for name, a_method, b_method, how in PRIMARY:
+        if any(found == name for found, _, _ in out):
+            continue
         for v in variants:
             if how == "same":
                 a, b = _arms(results, v, a_method), _arms(results, v, b_method)
@@ -130,8 +135,8 @@ def primary_contrasts(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def arm_sizes(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per trained arm (variant and method): seeds, training rows used and optimizer steps per run, from
-    the train manifests (None where the collection predates them)."""
+    """Per trained arm (variant and method): seeds, training rows used, the hash of their ids and
+    optimizer steps per run, from the train manifests (None where the collection predates them)."""
     arms: dict[tuple[str, str], dict[str, Any]] = {}
     for variant, data in results["variants"].items():
         for dir_name, run in (data.get("train") or {}).items():
@@ -139,8 +144,9 @@ def arm_sizes(results: dict[str, Any]) -> list[dict[str, Any]]:
             if rid is None:
                 continue
             arm = arms.setdefault((variant, rid.method), {"variant": variant, "method": rid.method, "seeds": [],
-                                                           "rows_used": set(), "steps": set()})
+                                                           "rows_used": set(), "row_sets": set(), "steps": set()})
             arm["seeds"].append(rid.seed)
             arm["rows_used"].add(run.get("rows_used"))
+            arm["row_sets"].add(run.get("row_ids_sha256"))
             arm["steps"].add(run.get("optimizer_steps") or run.get("steps"))
     return list(arms.values())

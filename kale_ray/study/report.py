@@ -19,8 +19,13 @@ from typing import Any
 
 from kale_ray.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
 from kale_ray.methods import METHODS, VANILLA, RunId, label, pipeline_runs
+from kale_ray.study.precheck import precheck_lines
 
 ORDER = [m.label for m in METHODS.values()]
+# What each arm that changes one choice of KALE's loss isolates, against KALE in the same variant.
+ARM_CHANGES = {"ka-frozen": "the target: the initial model's q (frozen) against the live one",
+               "ka-forward": "the KL's direction: forward KL(q||p) against the printed reverse KL(p||q)",
+               "ka-ce": "an added cross-entropy on the plain answer (weight 1)"}
 
 
 def _read_json(path: Path) -> Any:
@@ -41,8 +46,9 @@ def _train_runs(train_dir: Path) -> dict[str, Any]:
         counts = manifest.get("counts", {})
         runs[metrics.parent.name] = {
             "source": str(metrics), "steps": len(steps),
-            "optimizer_steps": counts.get("steps"), "rows_used": counts.get("rows_used"),
-            "rows_in": counts.get("rows_in"),
+            "optimizer_steps": counts.get("optimizer_steps", counts.get("steps")), "rows_used": counts.get("rows_used"),
+            "rows_in": counts.get("rows_in"), "row_ids_sha256": (manifest.get("inputs") or {}).get("row_ids_sha256"),
+            "rows": (manifest.get("inputs") or {}).get("rows"),
             "step_s_median": statistics.median(s["step_s"] for s in timed),
             "tokens_per_s_median": statistics.median(s["tokens_per_s"] for s in timed),
             "first_loss": steps[0].get("loss"), "last_loss": steps[-1].get("loss")}
@@ -82,7 +88,7 @@ def collect_variant(run_dir: Path) -> dict[str, Any]:
             out[stage] = {"source": str(run_dir / stage / "manifest.json"), "counts": manifest.get("counts", {}),
                           "extra": {k: v for k, v in manifest.get("extra", {}).items()
                                     if k in ("linking_coverage", "seconds", "search_seconds", "last_run",
-                                             "select")}}
+                                             "select", "degenerate")}}
     if (run_dir / "paths" / "manifest.json").is_file():
         out["path_stats"] = path_stats(run_dir / "paths")
     probe = run_dir / "results" / "probe" / "results.json"
@@ -138,7 +144,8 @@ def collect(cfg: Any) -> dict[str, Any]:
     paths = {title: path_stats(d) for title, d in ((t, extra_dir(cfg, "paths", t)) for t in cfg.study.path_runs)
              if (d / "manifest.json").is_file()}
     train = cfg.train
-    return {"study": cfg.run_name, "extra": extra, "path_stats": paths, "model": cfg.model.name_or_path,
+    precheck = _read_json(Path(cfg.study.precheck))
+    return {"study": cfg.run_name, "extra": extra, "precheck": precheck, "path_stats": paths, "model": cfg.model.name_or_path,
             "data": cfg.data.model_dump(mode="json"), "train": {
                 "methods": list(train.methods), "seeds": list(train.seeds), "workers": train.workers,
                 "micro_batch_size": train.micro_batch_size, "grad_accum": train.grad_accum,
@@ -340,6 +347,8 @@ def comparisons(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         out.append((row_name(results, v, "ka"), row_name(results, v, "ka-noki"),
                     f"the KG paths, same writer ({backend})"))
     out.append((kale, label("ce-rationale"), "the KL objective against cross-entropy on the rationale data"))
+    for method, meaning in ARM_CHANGES.items():
+        out.append((label(method), kale, meaning))
     for v in names[1:]:
         data = results["variants"][v]
         if data.get("synth_select") == "probe":
@@ -411,13 +420,50 @@ def arms_table(results: dict[str, Any]) -> str:
     on different rows or for different steps are visible as such."""
     from kale_ray.study.contrasts import arm_sizes
 
-    lines = ["| arm | seeds | training rows used | optimizer steps |", "|---|---|---|---|"]
+    lines = ["| arm | seeds | training rows used | row set (ids hash) | optimizer steps |", "|---|---|---|---|---|"]
     shown = lambda values: ", ".join(str(v) for v in sorted(values, key=str)) if values - {None} else "-"  # noqa: E731
-    for arm in arm_sizes(results):
+    arms = arm_sizes(results)
+    for arm in arms:
         seeds = ", ".join("-" if s is None else str(s) for s in arm["seeds"])
         lines.append(f"| {row_name(results, arm['variant'], arm['method'])} | {seeds} | "
-                     f"{shown(arm['rows_used'])} | {shown(arm['steps'])} |")
-    return "\n".join(lines)
+                     f"{shown(arm['rows_used'])} | {shown(arm['row_sets'])} | {shown(arm['steps'])} |")
+    return "\n".join([*lines, "", *same_rows_lines(arms)])
+
+
+def same_rows_lines(arms: list[dict[str, Any]]) -> list[str]:
+    """Per variant, one sentence: whether its arms trained on one row set for one step count."""
+    out = []
+    for variant in dict.fromkeys(a["variant"] for a in arms):
+        mine = [a for a in arms if a["variant"] == variant]
+        sets = set().union(*(a["row_sets"] for a in mine)) - {None}
+        steps = set().union(*(a["steps"] for a in mine)) - {None}
+        if not sets:
+            out.append(f"- `{variant}`: the train manifests do not record the row ids (runs made before "
+                       "they did): whether its arms shared rows is not known.")
+        elif len(sets) == 1 and len(steps) == 1:
+            out.append(f"- `{variant}`: every arm trained on the same rows (ids hash {next(iter(sets))}) for "
+                       f"{next(iter(steps))} optimizer steps.")
+        else:
+            out.append(f"- `{variant}`: **the arms did not train on the same rows and steps** "
+                       f"({len(sets)} row sets, steps {', '.join(str(s) for s in sorted(steps))}); a contrast "
+                       "between them mixes the method with the data.")
+    return out
+
+
+def writer_table(results: dict[str, Any]) -> str:
+    """Per variant and rationales artifact, the writer's degenerate-output rate (synth manifests): the
+    share of what it wrote that the judge refused, and why; a degenerate row trains no arm."""
+    lines = ["| variant | writer | rationales | written and judged | degenerate | rate | why |", "|---|---|---|---|---|---|---|"]
+    for variant, data in results["variants"].items():
+        for stage, title in (("synth", "KI (with paths)"), ("synth-noki", "w/o KI (Q&A only)")):
+            record = ((data.get(stage) or {}).get("extra") or {}).get("degenerate")
+            if not record:
+                continue
+            rate = "-" if record.get("rate") is None else f"{100 * record['rate']:.1f}%"
+            why = ", ".join(f"{k} {n}" for k, n in (record.get("kinds") or {}).items()) or "-"
+            lines.append(f"| {variant} | {data.get('synth_backend', '-')} | {title} | {record.get('judged')} | "
+                         f"{record.get('degenerate')} | {rate} | {why} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def path_table(results: dict[str, Any]) -> str:
@@ -598,6 +644,12 @@ def render(results: dict[str, Any], out_md: Path, numbers: Path, discussion: Pat
         "Rows and optimizer steps per arm:",
         "",
         arms_table(results),
+        "",
+        *(["Degenerate rationales per writer (a degenerate row trains no arm):", "", writer_table(results), ""]
+          if writer_table(results) else []),
+        "## Pre-check: does each KA arm lower the plain view's CE on the gold answer?",
+        "",
+        *precheck_lines(results.get("precheck")),
         "",
         "## What the numbers say (computed)",
         "",

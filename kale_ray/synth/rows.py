@@ -106,7 +106,8 @@ def finish_row(row: dict[str, Any], plan: Plan, gen: Generation | None, meta: st
         if gen.error is not None:
             result.update(status="error", error=gen.error, error_kind=gen.error_kind)
         else:
-            verdict = check_rationale(gen.text, gen.finish_reason, row.get("choices"), llm=llm)
+            verdict = check_rationale(gen.text, gen.finish_reason, row.get("choices"), llm=llm,
+                                      question=row.get("question"), gold=row.get("gold_text"))
             result["rationale"] = verdict.text
             if verdict.degenerate:
                 result.update(status="degenerate", error=f"degenerate: {verdict.degenerate}",

@@ -62,7 +62,11 @@ def writer_model(cfg: Any) -> str | None:
 # Settings that change what is written. How it is run (workers, batch size, endpoint URL, retries,
 # part size) may change between a crash and its re-run without invalidating the rows already written.
 CONTENT_KEYS = ("backend", "model", "ki", "max_new_tokens", "temperature", "top_p", "max_model_len",
-                "max_paths_in_prompt", "vllm_engine_args")
+                "max_paths_in_prompt", "vllm_engine_args", "repetition_penalty", "no_repeat_ngram_size")
+# Bumped when what an LLM writer is asked (prompts.py) or how its output is judged changes (2: the
+# degenerate kinds too short, prompt/question echo, no answer), so an artifact judged the old way is
+# written again rather than reused.
+LLM_VERSION = 2
 # Bumped when the template writer's text changes (2: paths only, no "The answer to this question is X"),
 # so a template artifact of the old text is written again rather than reused.
 TEMPLATE_VERSION = 2
@@ -76,7 +80,7 @@ def stage_hash(cfg: Any, paths_dir: Path) -> str:
     else:
         source = json.dumps({p.name: p.stat().st_size for p in existing_parts(paths_dir).values()})
     synth = cfg.synth.model_dump(mode="json")
-    version = {"template_version": TEMPLATE_VERSION} if cfg.synth.backend == "template" else {}
+    version = {"template_version": TEMPLATE_VERSION} if cfg.synth.backend == "template" else {"llm_version": LLM_VERSION}
     key = json.dumps({"synth": {k: synth[k] for k in CONTENT_KEYS}, **version, "seed": writer_seed(cfg),
                       "model": cfg.model.model_dump(mode="json", include={"name_or_path", "dtype"}),
                       "no_path": cfg.paths.no_path, "source": source}, sort_keys=True)
@@ -193,8 +197,20 @@ def _counts(final: pa.Table, source: pa.Table, max_paths: int) -> tuple[dict[str
     extra = {"error_kinds": dict(Counter(k for k, s in zip(final.column("error_kind").to_pylist(),
                                                               final.column("status").to_pylist(), strict=True)
                                          if s in ("error", "degenerate"))),
-             "path_status": dict(Counter(r.get("path_status") for r in rows))}
+             "path_status": dict(Counter(r.get("path_status") for r in rows)),
+             "degenerate": degenerate_record(final)}
     return counts, extra
+
+
+def degenerate_record(final: pa.Table) -> dict[str, Any]:
+    """How many of the rationales the writer wrote (and the judge read) were not usable, and why: the
+    writer's degenerate-output rate, the share of its work that trains nothing."""
+    status = final.column("status").to_pylist()
+    kinds = Counter(k for k, s in zip(final.column("error_kind").to_pylist(), status, strict=True) if s == "degenerate")
+    judged = sum(s in ("ok", "fallback", "degenerate") for s in status)
+    bad = sum(kinds.values())
+    return {"judged": judged, "degenerate": bad, "rate": round(bad / judged, 4) if judged else None,
+            "kinds": dict(kinds.most_common())}
 
 
 def run_synth_stage(cfg: Any, paths_dir: Path, out: Path, select: dict[str, Any] | None = None) -> Path:
@@ -245,8 +261,12 @@ def run_synth_stage(cfg: Any, paths_dir: Path, out: Path, select: dict[str, Any]
              extra={**extra, "generator": json.loads(final.column("generator")[0].as_py()), "last_run": run,
                     "nodes": recorded_nodes(existing_parts(out).values())},
              ).write(out)
+    degenerate = extra["degenerate"]
+    kinds = ", ".join(f"{k} {n}" for k, n in degenerate["kinds"].items())
+    rate = "-" if degenerate["rate"] is None else f"{100 * degenerate['rate']:.1f}%"
     print(f"synth: {counts['rows']} rows -> ok {counts['ok']}, fallback {counts['fallback']}, dropped "
-          f"{counts['dropped']}, no rationale {counts['no_rationale']}, degenerate {counts['degenerate']}, error {counts['error']} "
+          f"{counts['dropped']}, no rationale {counts['no_rationale']}, degenerate {counts['degenerate']} "
+          f"({rate} of {degenerate['judged']} written{': ' + kinds if kinds else ''}), error {counts['error']} "
           f"({counts['tokens']} tokens; this run {todo.num_rows} rows in "
           f"{format_seconds(run.get('seconds', 0))}) -> {out}", flush=True)
     return out

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kale_ray import storage
@@ -22,6 +23,7 @@ from kale_ray.config import ConfigError
 from kale_ray.data.format import PromptFormat
 from kale_ray.methods import TRAINER_METHODS
 from kale_ray.train.collate import tokenize_rows
+from kale_ray.train.rows import row_ids_hash
 from kale_ray.train.trainer import STORAGE_NAME
 
 TOKENS = "tokens.parquet"
@@ -67,19 +69,32 @@ def _shuffled(table: pa.Table, seed: int) -> pa.Table:
     return table.take(pa.array(order, pa.int64()))
 
 
-def _run_key(cfg: Any, method: str, data_dir: Path) -> str:
+def select_rows(table: pa.Table, method: str, row_ids: list[str]) -> pa.Table:
+    """Exactly the rows `row_ids` names (train.rows=shared), or a ConfigError when the source lacks one."""
+    present = set(table.column("id").to_pylist())
+    missing = sorted(set(row_ids) - present)
+    if missing:
+        raise ConfigError(f"train {method}: {len(missing)} shared rows are not in its source (e.g. {missing[:3]})")
+    return table.filter(pc.is_in(table.column("id"), value_set=pa.array(sorted(set(row_ids)), pa.string())))
+
+
+def _run_key(cfg: Any, method: str, data_dir: Path, row_ids: list[str] | None = None) -> str:
     source = Manifest.read(data_dir)
     inputs = {"method": method, "data": storage.identity(data_dir),
               "data_hash": source.config_hash if source else None,
               "data_files": source.files if source else None,
-              **({"chat_template": True} if cfg.data.chat_template else {})}
+              **({"chat_template": True} if cfg.data.chat_template else {}),
+              **({"rows": row_ids_hash(row_ids)} if row_ids is not None else {})}
     import hashlib
 
     base = cfg.section_hash("train", "model", "seed")
     return hashlib.sha256(json.dumps([base, inputs], sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = None) -> Path:  # noqa: C901
+def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = None,  # noqa: C901
+                    row_ids: list[str] | None = None) -> Path:
+    """Train `method` on `data_dir`'s rows (only `row_ids`, when given: the arms' shared set,
+    kale_ray.train.rows) and write the run's manifest: rows used, their ids' hash, optimizer steps."""
     from kale_ray.engines.registry import resolve_model_in_task
     from kale_ray.ray_utils import init_ray
 
@@ -88,10 +103,12 @@ def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = No
     tc = cfg.train.model_copy(update={"method": method})
     out = Path(out or cfg.stage_dir("train") / method)
     rows = read_training_rows(method, Path(data_dir))  # bad input fails before anything is written
+    if row_ids is not None:
+        rows = select_rows(rows, method, row_ids)
     from kale_ray.train.tracking import check_trackers
 
     check_trackers(tc.report_to)
-    key = _run_key(cfg, method, Path(data_dir))
+    key = _run_key(cfg, method, Path(data_dir), row_ids)
     if is_complete(out, key, fetch=False):  # the weights stay in the store until a stage loads them
         print(f"train[{method}]: {out} is complete for this config, skipping", flush=True)
         return out
@@ -111,6 +128,10 @@ def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = No
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     fmt = PromptFormat(tokenizer, cfg.data.chat_template)  # the chat template of the trained model itself
     tokens, report = tokenize_rows(tokenizer, rows, method, tc.max_length, fmt)
+    if row_ids is not None and tokens.num_rows != len(set(row_ids)):
+        raise ConfigError(f"train[{method}]: train.rows=shared, but {len(set(row_ids)) - tokens.num_rows} of the "
+                          f"{len(set(row_ids))} shared rows are not trainable for {method} ({report.as_dict()})")
+    trained_ids = tokens.column("id").to_pylist()
     if tc.shuffle:
         tokens = _shuffled(tokens, cfg.seed)
     atomic_write_parquet(out / TOKENS, tokens)
@@ -166,8 +187,10 @@ def run_train_stage(cfg: Any, method: str, data_dir: Path, out: Path | None = No
     seconds = time.monotonic() - started
     Manifest(stage="train", config_hash=key, config=tc.model_dump(mode="json"),
              inputs={"method": method, "data_dir": str(data_dir), "model": model_path,
+                     "rows": "all" if row_ids is None else "shared", "row_ids_sha256": row_ids_hash(trained_ids),
                      **({"target_cache": str(cache_dir)} if cache_dir else {})},
-             counts={**report.as_dict(), "steps": total_steps, "steps_per_epoch": steps_per_epoch},
+             counts={**report.as_dict(), "steps": total_steps, "optimizer_steps": total_steps,
+                     "steps_per_epoch": steps_per_epoch},
              extra={"seconds": round(seconds, 2), "written": written,
                     "checkpoint": result.checkpoint.path, "storage": str(out / STORAGE_NAME),
                     "last_loss": (result.metrics or {}).get("loss"),

@@ -96,7 +96,7 @@ def test_wo_ki_ablation_gives_no_paths_to_the_writer(ray_local, tmp_path, data_r
                        f"model.name_or_path={tiny_llama_path}", "synth.max_new_tokens=8")
     table = read_parts(run_synth_stage(cfg, paths_dir, tmp_path / "synth"))
     assert not any(table.column("ki").to_pylist())
-    assert all("Knowledge facts" not in p for p in table.column("prompt").to_pylist())
+    assert all("Facts that may help" not in p for p in table.column("prompt").to_pylist())
     counts = Manifest.read(tmp_path / "synth").counts
     assert counts["no_rationale"] == counts["error"] == 0 and counts["rows"] == N
 

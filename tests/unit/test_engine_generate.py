@@ -105,3 +105,25 @@ def test_sampling_follows_each_requests_seed(engine, requests):
     assert len(alone) == 12
     assert sample(7, 2) == alone  # the rows batched with it change nothing
     assert sample(8, 0) != alone
+
+
+def _repeated_ngrams(ids: list[int], n: int) -> int:
+    grams = [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]
+    return len(grams) - len(set(grams))
+
+
+def test_no_repeat_ngram_and_repetition_penalty_act_per_row(engine):
+    """A prompt SmolLM2 loops on under greedy decoding: the n-gram ban leaves no 3-gram twice in what it
+    generates (the unconstrained row does repeat, so the check can fail), the penalty changes the text,
+    neither touches the rows batched with it, and 1.0 / 0 are the plain greedy decode."""
+    prompt = engine.encode("List the days of the week: Monday, Tuesday, Wednesday, Thursday, Friday,")
+    plain, banned, penalised, neutral = engine.generate_batch([
+        GenerationRequest(prompt, 48), GenerationRequest(prompt, 48, no_repeat_ngram_size=3),
+        GenerationRequest(prompt, 48, repetition_penalty=1.3),
+        GenerationRequest(prompt, 48, repetition_penalty=1.0, no_repeat_ngram_size=0)])
+    assert _repeated_ngrams(plain.ids, 3) > 0
+    assert _repeated_ngrams(banned.ids, 3) == 0 and banned.ids != plain.ids
+    assert penalised.ids != plain.ids
+    assert neutral.ids == plain.ids
+    alone = engine.generate_batch([GenerationRequest(prompt, 48, no_repeat_ngram_size=3)])[0]
+    assert alone.ids == banned.ids

@@ -67,3 +67,39 @@ def test_train_methods_are_validated_by_the_config():
 
     with pytest.raises(ConfigError, match=r"train\.methods\.1"):
         load_config(overrides=["train.methods=[ka, vanilla]"])
+
+
+def test_ka_arms_carry_their_own_train_ka_values():
+    """Each ablation of the KA loss is one pipeline method: its runs train KALE with one train.ka value
+    changed over the config's, and everything else (rows, steps, optimiser) as the config says."""
+    cfg = load_config(overrides=["train.methods=[ka, ka-frozen, ka-forward, ka-ce]", "train.ka.temperature=2"])
+    arms = {m: cfg.train.for_method(m) for m in cfg.train.methods}
+    assert {m: (t.method, t.ka.target, t.ka.direction, t.ka.ce_weight) for m, t in arms.items()} == {
+        "ka": ("ka", "live", "reverse", 0.0), "ka-frozen": ("ka", "frozen", "reverse", 0.0),
+        "ka-forward": ("ka", "live", "forward", 0.0), "ka-ce": ("ka", "live", "reverse", 1.0)}
+    assert all(t.ka.temperature == 2 for t in arms.values())  # the config's other KA values stay
+    assert cfg.train.for_method("sft").method == "sft" and cfg.train.for_method("ce-rationale").method == "ce-rationale"
+    assert cfg.train.ka.target == "live"  # for_method copies; the config itself is unchanged
+    # Different arms hash differently, so each has its own run key and directory.
+    assert len({t.model_dump_json() for t in arms.values()}) == 4
+    # A worker validates its run's config again: every arm's must pass (ka-frozen is no twin of ka there).
+    from kale_ray.config.train import TrainConfig
+
+    for arm, tc in arms.items():
+        assert TrainConfig.model_validate(tc.model_dump(mode="json")).methods == [arm]
+
+
+def test_an_arm_the_config_already_is_is_refused():
+    from kale_ray.config import ConfigError
+
+    with pytest.raises(ConfigError, match="ka and ka-forward, which are the same run under train.ka.direction=forward"):
+        load_config(overrides=["train.methods=[ka, ka-forward]", "train.ka.direction=forward"])
+    # Alone, the arm is just KALE under another config: allowed.
+    assert load_config(overrides=["train.methods=[ka-forward]", "train.ka.direction=forward"]).train.methods == ["ka-forward"]
+
+
+def test_new_arm_directories_are_not_read_as_kale():
+    assert RunId.from_dir_name("ka-frozen-s1") == RunId("ka-frozen", 1)
+    assert RunId.from_dir_name("ka-ce") == RunId("ka-ce")
+    assert RunId.from_label("KALE + CE [seed 2]") == RunId("ka-ce", 2)
+    assert RunId.from_label("KALE (forward KL)") == RunId("ka-forward")

@@ -254,7 +254,8 @@ def test_primary_contrasts_are_paired_over_items_with_intervals(study, tmp_path)
         _predictions(results_dir, f"SFT [seed {seed}]", "absr", [1] * 20 + [0] * 30)
     for name, rows_used in (("sft-s0", 40), ("sft-s1", 40), ("ka-s0", 30), ("ka-s1", 30)):
         (tmp_path / "st-template" / "train" / name / "manifest.json").write_text(
-            json.dumps({"counts": {"rows_in": 40, "rows_used": rows_used, "steps": rows_used // 4}}))
+            json.dumps({"counts": {"rows_in": 40, "rows_used": rows_used, "steps": rows_used // 4},
+                        "inputs": {"row_ids_sha256": f"ids{rows_used}"}}))
     results = collect(study)
     render(results, tmp_path / "results.md", tmp_path / "results.json", None)
     page = (tmp_path / "results.md").read_text()
@@ -266,7 +267,8 @@ def test_primary_contrasts_are_paired_over_items_with_intervals(study, tmp_path)
     assert f"{100 * detectable_difference(150, 20 / 150):.1f}" in line
     # acc_norm: item 0 of each benchmark flips for both arms alike, the difference is unchanged.
     assert page.count(line) == 2 and "acc_norm:" in page
-    assert "| KALE | 0, 1 | 30 | 7 |" in page and "| SFT | 0, 1 | 40 | 10 |" in page
+    assert "| KALE | 0, 1 | 30 | ids30 | 7 |" in page and "| SFT | 0, 1 | 40 | ids40 | 10 |" in page
+    assert "`template`: **the arms did not train on the same rows and steps** (2 row sets, steps 7, 10)" in page
     assert "Detectable difference of the design: with 150 paired items" in page
     assert "not an interval over items" in page
     # Rendered again from the JSON alone (no artifacts), the table is the same.
@@ -281,3 +283,74 @@ def test_primary_contrasts_are_paired_over_items_with_intervals(study, tmp_path)
 def test_page_without_per_item_predictions_says_so(study, tmp_path):
     render(collect(study), tmp_path / "results.md", tmp_path / "results.json", None)
     assert "No primary contrast can be computed" in (tmp_path / "results.md").read_text()
+
+
+def test_frozen_target_arm_pairs_with_kale_in_its_own_variant(tmp_path):
+    """The frozen target is an arm (ka-frozen): the contrast pairs it with KALE of the same variant,
+    on the same items, and names the arm's row."""
+    from kale_ray.study.contrasts import primary_contrasts
+
+    cfg = load_config(overrides=[
+        f"workdir={tmp_path}", "run_name=st", "train.methods=[ka, ka-frozen]", "eval.vanilla=false",
+        "study.variants={main: []}"])
+    run = tmp_path / "st-main"
+    _write_run(run, {"KALE": {"arc-easy": _metrics(0.5)}, "KALE (frozen target)": {"arc-easy": _metrics(0.6)}}, {})
+    _predictions(run / "results", "KALE", "arc-easy", [1] * 50 + [0] * 50)
+    _predictions(run / "results", "KALE (frozen target)", "arc-easy", [1] * 60 + [0] * 40)
+    records = primary_contrasts(collect(cfg))
+    frozen = [r for r in records if r["name"] == "frozen vs live target"]
+    assert len(frozen) == 1
+    assert frozen[0]["a"] == {"variant": "main", "method": "ka-frozen"} and frozen[0]["b"]["method"] == "ka"
+    assert frozen[0]["acc"]["a_ahead"] == 10 and frozen[0]["acc"]["b_ahead"] == 0
+    pairs = comparisons(collect(cfg))
+    assert ("KALE (frozen target)", "KALE", "the target: the initial model's q (frozen) against the live one") in pairs
+
+
+def test_arms_on_one_row_set_are_said_to_share_it(study, tmp_path):
+    for name in ("sft-s0", "sft-s1", "ka-s0", "ka-s1"):
+        (tmp_path / "st-template" / "train" / name / "manifest.json").write_text(json.dumps(
+            {"counts": {"rows_used": 24, "optimizer_steps": 6}, "inputs": {"row_ids_sha256": "abc"}}))
+    render(collect(study), tmp_path / "results.md", tmp_path / "results.json", None)
+    page = (tmp_path / "results.md").read_text()
+    assert "| SFT | 0, 1 | 24 | abc | 6 |" in page
+    assert "- `template`: every arm trained on the same rows (ids hash abc) for 6 optimizer steps." in page
+    assert "- `hf`: the train manifests do not record the row ids" in page
+
+
+def test_writer_degenerate_rate_is_shown_per_rationales_artifact(study, tmp_path):
+    (tmp_path / "st-hf" / "synth").mkdir()
+    (tmp_path / "st-hf" / "synth" / "manifest.json").write_text(json.dumps({"counts": {"rows": 40}, "extra": {
+        "degenerate": {"judged": 40, "degenerate": 6, "rate": 0.15, "kinds": {"no answer": 4, "repeated": 2}}}}))
+    render(collect(study), tmp_path / "results.md", tmp_path / "results.json", None)
+    page = (tmp_path / "results.md").read_text()
+    assert "| hf | hf | KI (with paths) | 40 | 6 | 15.0% | no answer 4, repeated 2 |" in page
+
+
+def _arm(label_: str, before: float, after: float, kl: tuple[float, float], target: tuple[float, float]) -> dict:
+    return {"label": label_, "ce_plain_fell": after < before, "first_loss": 0.9, "last_loss": 0.4,
+            "before": {"ce_plain": before, "ce_rationale": target[0], "kl_plain_to_rationale": kl[0]},
+            "after": {"ce_plain": after, "ce_rationale": target[1], "kl_plain_to_rationale": kl[1]}}
+
+
+def test_precheck_section_says_which_arm_did_not_lower_the_ce_and_why(study, tmp_path):
+    precheck = {"variant": "template", "rows": 64, "rows_asked": 64, "steps": 50, "arms": {
+        "ka": _arm("KALE", 2.0, 2.2, (1.0, 0.3), (1.6, 1.8)),
+        "ka-frozen": _arm("KALE (frozen target)", 2.0, 1.7, (1.0, 0.5), (1.6, 1.6)),
+        "ka-forward": _arm("KALE (forward KL)", 2.0, 2.1, (1.0, 1.2), (1.6, 1.6))}}
+    path = tmp_path / "precheck.json"
+    path.write_text(json.dumps(precheck))
+    study.study.precheck = path
+    render(collect(study), tmp_path / "results.md", tmp_path / "results.json", None)
+    page = (tmp_path / "results.md").read_text()
+    assert "same 64 training rows (asked: 64) for 50 optimizer steps" in page
+    assert "| KALE (frozen target) | 2.000 -> 1.700 | yes | 1.600 -> 1.600 | 1.000 -> 0.500 | 0.900 -> 0.400 |" in page
+    assert "- **KALE did not lower the plain view's cross-entropy on the gold answer** (2.000 -> 2.200): the plain " \
+           "view moved toward the with-rationale view (KL fell), but that view itself got worse" in page
+    assert "- **KALE (forward KL) did not lower" in page and "(KL did not fall)" in page
+    assert "frozen target) did not lower" not in page
+
+
+def test_page_without_a_precheck_says_none_ran(study, tmp_path):
+    study.study.precheck = tmp_path / "none.json"
+    render(collect(study), tmp_path / "results.md", tmp_path / "results.json", None)
+    assert "No pre-check has run" in (tmp_path / "results.md").read_text()

@@ -19,7 +19,7 @@ def backend(smollm2_path):
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a generator actor with worker_cpus <= 1 (on 2 shared cores, 8x faster)
-    cfg = SynthConfig(backend="hf", max_new_tokens=MAX_NEW, max_model_len=200)
+    cfg = SynthConfig(backend="hf", max_new_tokens=MAX_NEW, max_model_len=360)  # the worked example takes ~150
     yield make_backend(cfg, str(smollm2_path), seed=0)
     torch.set_num_threads(threads)
 
@@ -47,7 +47,7 @@ def test_hf_writes_rationales_with_the_chat_template(written, rows):
         assert 0 < row["tokens"] <= MAX_NEW
         assert row["rationale"] and not contains_option_letter(row["rationale"], len(row["choices"]))
     assert [r["ki"] for r in written[:3]] == [True, True, False]
-    assert "Knowledge facts" in written[0]["prompt"] and "Knowledge facts" not in written[2]["prompt"]
+    assert "Facts that may help" in written[0]["prompt"] and "Facts that may help" not in written[2]["prompt"]
 
 
 def test_prompt_over_the_context_is_an_error_row_not_a_crash(written):

@@ -27,7 +27,7 @@ def rows(data_root):
 
 def test_ki_prompt_has_question_answer_and_paths_but_no_options(rows):
     row = with_paths(rows[0], found=True)
-    user = build_messages(row, ki=True)[1]["content"]
+    user = build_messages(row, ki=True)[-1]["content"]
     assert row["question"] in user and row["gold_text"] in user
     assert row["path_texts"][0] in user
     for choice in row["choices"]:
@@ -38,14 +38,14 @@ def test_ki_prompt_has_question_answer_and_paths_but_no_options(rows):
 
 def test_without_ki_prompt_has_no_paths(rows):
     row = with_paths(rows[0], found=True)
-    user = build_messages(row, ki=False)[1]["content"]
+    user = build_messages(row, ki=False)[-1]["content"]
     assert row["question"] in user and row["gold_text"] in user
-    assert row["path_texts"][0] not in user and "Knowledge facts" not in user
+    assert row["path_texts"][0] not in user and "Facts that may help" not in user
 
 
 def test_prompt_caps_and_dedupes_paths(rows):
     row = {**with_paths(rows[1], found=True), "path_texts": ["a is b", "a is b", "c is d", "e is f"]}
-    user = build_messages(row, ki=True, max_paths=2)[1]["content"]
+    user = build_messages(row, ki=True, max_paths=2)[-1]["content"]
     assert user.count("- a is b") == 1 and "- c is d" in user and "e is f" not in user
 
 
@@ -109,7 +109,7 @@ def test_template_rationales_on_real_rows(rows):
             assert row["rationale"] == " ".join(t + "." for t in row["path_texts"])
             assert "answer" not in row["rationale"].lower()
             assert not contains_option_letter(row["rationale"], len(row["choices"]))
-            assert "Knowledge facts" in row["prompt"]
+            assert "Facts that may help" in row["prompt"]
         else:
             assert row["rationale"] is None and row["prompt"] == "" and row["tokens"] == 0
         assert json.loads(row["generator"]) == {"backend": "template"}
@@ -150,3 +150,61 @@ def test_template_output_is_not_judged_for_repetition():
                   * 3 + "These facts lead from the question to the answer: light-year.")
     assert check_rationale(facts_text, "stop", CHOICES, llm=False).degenerate is None
     assert check_rationale(facts_text, "stop", CHOICES, llm=True).degenerate == "repeated"
+
+
+QUESTION = "Which type of palms would give the best grip on a rope?"
+
+
+@pytest.mark.parametrize(("text", "finish", "kind"), [
+    ("Dry palms grip.", "stop", "too short"),
+    ("Question: Which type of palms would give the best grip?\nCorrect answer: dry palms", "stop", "repeats the prompt"),
+    (QUESTION, "stop", "repeats the question"),
+    (f"{QUESTION} The answer is dry palms.", "stop", "repeats the question"),
+    ("Think about climbing ropes in a gym and how people hold on to them tightly.", "stop", "no answer"),
+    ("Climbers chalk their hands because moisture reduces friction; dry hands hold best.", "stop", None),
+    ("Oil makes a surface slippery, so palms covered with oil slide along the rope.", "stop", None),
+])
+def test_more_degenerate_kinds_are_flagged(text, finish, kind):
+    verdict = check_rationale(text, finish, CHOICES, question=QUESTION, gold="dry palms")
+    assert verdict.degenerate == kind, verdict
+
+
+def test_an_answer_is_seen_through_its_stem_and_numbers_by_word():
+    from kale_ray.synth.prompts import mentions
+
+    assert mentions("Water evaporates when the sun heats it.", "evaporation")
+    assert mentions("The group has order 4, since 2 squared is 4.", "4") and not mentions("It has order 14.", "4")
+    assert not mentions("Rain falls from clouds.", "evaporation")
+
+
+def test_template_text_is_not_judged_as_an_llm():
+    # A verbalised path names KG labels, not the option's words: the LLM checks do not apply to it.
+    assert check_rationale("palm is a kind of hand part.", "stop", CHOICES, llm=False, question=QUESTION,
+                           gold="dry palms").degenerate is None
+
+
+def test_the_degenerate_rate_counts_what_the_writer_wrote():
+    import pyarrow as pa
+
+    from kale_ray.synth.stage import degenerate_record
+
+    final = pa.table({"status": ["ok", "fallback", "degenerate", "degenerate", "dropped", "error", "no_rationale"],
+                      "error_kind": [None, None, "no answer", "repeated", None, "endpoint", None]})
+    assert degenerate_record(final) == {"judged": 4, "degenerate": 2, "rate": 0.5,
+                                        "kinds": {"no answer": 1, "repeated": 1}}
+
+
+@pytest.mark.parametrize(("text", "gold", "kind"), [
+    ('The correct answer is "It helps explain how things work."', "It helps explain how things work.", "answer only"),
+    ("The answer to this question is dry palms, so dry palms it is.", "dry palms", "answer only"),
+    ("Dry palms are the correct answer because dry skin grips the rope with more friction.", "dry palms", None),
+])
+def test_a_restated_answer_is_no_rationale(text, gold, kind):
+    assert check_rationale(text, "stop", CHOICES, question=QUESTION, gold=gold).degenerate == kind
+
+
+def test_a_rationale_cut_at_the_cap_keeps_its_finished_sentences():
+    text = "Dry hands hold the rope firmly because friction is higher. Wet hands instead slip along the"
+    verdict = check_rationale(text, "length", CHOICES, question=QUESTION, gold="dry palms")
+    assert verdict.degenerate is None and verdict.text == "Dry hands hold the rope firmly because friction is higher."
+    assert check_rationale(text, "length", CHOICES, llm=False).degenerate == "cut off"  # the template is never cut

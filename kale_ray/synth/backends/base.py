@@ -53,8 +53,10 @@ class Backend(ABC):
 
 
 def sampling(cfg: Any, seed: int) -> dict[str, Any]:
+    anti_loop = {"repetition_penalty": cfg.repetition_penalty, "no_repeat_ngram_size": cfg.no_repeat_ngram_size} \
+        if cfg.repetition_penalty != 1.0 or cfg.no_repeat_ngram_size else {}
     return {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "top_p": cfg.top_p,
-            "seed": seed}
+            "seed": seed, **anti_loop}
 
 
 def context_error(prompt_tokens: int, max_new_tokens: int, max_len: int) -> Generation | None:

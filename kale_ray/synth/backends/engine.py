@@ -37,7 +37,9 @@ class EngineBackend(Backend):
                 todo.append((i, ids))
         if todo:
             gens = self.engine.generate_batch([
-                GenerationRequest(ids, self.cfg.max_new_tokens, self.cfg.temperature, self.cfg.top_p, seed=self.seed)
+                GenerationRequest(ids, self.cfg.max_new_tokens, self.cfg.temperature, self.cfg.top_p, seed=self.seed,
+                                  repetition_penalty=self.cfg.repetition_penalty,
+                                  no_repeat_ngram_size=self.cfg.no_repeat_ngram_size)
                 for _, ids in todo])
             for (i, _), gen in zip(todo, gens, strict=True):
                 results[i] = Generation(text=self.text(gen), tokens=len(gen.ids), finish_reason=gen.finish_reason)
