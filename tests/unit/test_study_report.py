@@ -336,7 +336,8 @@ def test_precheck_section_says_which_arm_did_not_lower_the_ce_and_why(study, tmp
     precheck = {"variant": "template", "rows": 64, "rows_asked": 64, "steps": 50, "arms": {
         "ka": _arm("KALE", 2.0, 2.2, (1.0, 0.3), (1.6, 1.8)),
         "ka-frozen": _arm("KALE (frozen target)", 2.0, 1.7, (1.0, 0.5), (1.6, 1.6)),
-        "ka-forward": _arm("KALE (forward KL)", 2.0, 2.1, (1.0, 1.2), (1.6, 1.6))}}
+        "ka-forward": _arm("KALE (forward KL)", 2.0, 2.1, (1.0, 1.2), (1.6, 1.6)),
+        "ka-frozen-bad": {**_arm("KALE (frozen, bad)", 2.0, 2.3, (1.0, 0.5), (1.6, 1.9)), "target": "frozen"}}}
     path = tmp_path / "precheck.json"
     path.write_text(json.dumps(precheck))
     study.study.precheck = path
@@ -348,6 +349,9 @@ def test_precheck_section_says_which_arm_did_not_lower_the_ce_and_why(study, tmp
            "view moved toward the with-rationale view (KL fell), but that view itself got worse" in page
     assert "- **KALE (forward KL) did not lower" in page and "(KL did not fall)" in page
     assert "frozen target) did not lower" not in page
+    # A frozen target cannot drift: its failure is not put down to drift.
+    bad = next(x for x in page.splitlines() if x.startswith("- **KALE (frozen, bad) did not lower"))
+    assert "drifted" not in bad and "does not put more mass on the gold answer" in bad
 
 
 def test_page_without_a_precheck_says_none_ran(study, tmp_path):
