@@ -21,7 +21,7 @@ from kale_ray.kg.paths import (
     bfs_paths,
 )
 from kale_ray.kg.sources.base import kg_from_triples
-from tests.unit.test_kg_paths import check_paths, near_pairs
+from tests.unit.test_kg_paths import assert_fast_search_is_the_full_search, check_paths, near_pairs
 
 
 def hub_kg():  # noqa: ANN201
@@ -215,14 +215,7 @@ def test_capped_target_search_equals_the_full_search(seed: int, n: int, density:
     limits = SearchLimits(max_hops=max_hops, anchor_depth=depth, max_expansions=budget, max_paths=4,
                           max_degree_through=cap)
     searcher = PathSearcher(adj, limits)
-    for target in range(0, kg.num_entities, 2):
-        table = Heuristic(adj, target, limits)
-        for source in range(kg.num_entities):
-            if source == target:
-                continue
-            fast, full = searcher.search(source, target), astar_paths(adj, source, target, limits, heuristic=table)
-            assert (fast.steps, fast.nodes_expanded, fast.truncated) == (full.steps, full.nodes_expanded,
-                                                                           full.truncated)
+    assert_fast_search_is_the_full_search(kg, searcher)
     sources = np.repeat(np.arange(kg.num_entities), 2)
     targets = np.random.default_rng(seed).integers(0, kg.num_entities, len(sources))
     batch = searcher.search_many(sources, targets)

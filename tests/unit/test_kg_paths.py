@@ -348,9 +348,13 @@ def test_target_search_skips_far_pairs_with_the_full_searchs_result(seed: int, n
     h table give what the full A* over the full table (`astar_paths` with an explicit Heuristic, which
     takes neither) returns: same paths, same counts."""
     kg = random_kg(seed, n, int(n * density))
-    adj = kg.adjacency
     limits = SearchLimits(max_hops=max_hops, anchor_depth=depth, max_expansions=budget, max_paths=4)
-    searcher = PathSearcher(adj, limits)
+    assert_fast_search_is_the_full_search(kg, PathSearcher(kg.adjacency, limits))
+
+
+def assert_fast_search_is_the_full_search(kg, searcher: PathSearcher) -> None:  # noqa: ANN001
+    """Every pair (targets of even id) searched by `searcher` equals A* over the explicit full table."""
+    adj, limits = searcher.adj, searcher.limits
     for target in range(0, kg.num_entities, 2):
         table = Heuristic(adj, target, limits)
         for source in range(kg.num_entities):
