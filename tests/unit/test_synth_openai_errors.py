@@ -46,9 +46,9 @@ def test_openai_backend_needs_an_endpoint():
 
 
 @contextmanager
-def _busy_server(busy_answers: int) -> Iterator[tuple[str, list[int]]]:
+def _busy_server(busy_answers: int, content: str = "A rationale.") -> Iterator[tuple[str, list[int]]]:
     """A real HTTP server on 127.0.0.1 that answers 503 + Retry-After to its first `busy_answers`
-    requests, then a chat completion."""
+    requests, then a chat completion saying `content`."""
     statuses: list[int] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -57,7 +57,7 @@ def _busy_server(busy_answers: int) -> Iterator[tuple[str, list[int]]]:
             busy = len(statuses) < busy_answers
             statuses.append(503 if busy else 200)
             body = b'{"error": "queue full"}' if busy else json.dumps({
-                "choices": [{"message": {"content": "A rationale."}, "finish_reason": "stop"}],
+                "choices": [{"message": {"content": content}, "finish_reason": "stop"}],
                 "usage": {"completion_tokens": 3}}).encode()
             self.send_response(statuses[-1])
             if busy:
@@ -81,13 +81,15 @@ def _busy_server(busy_answers: int) -> Iterator[tuple[str, list[int]]]:
 
 
 def test_a_busy_server_is_waited_out_within_the_time_budget_not_a_count(data_root):
-    with _busy_server(busy_answers=12) as (endpoint, statuses):
+    rows = [with_paths(r, found=True) for r in arc_rows(data_root, 1)]
+    # A rationale the degenerate-output judge keeps: long enough, and it names the answer.
+    rationale = f"Thinking it through step by step, only {rows[0]['gold_text']} fits every clue the question gives."
+    with _busy_server(busy_answers=12, content=rationale) as (endpoint, statuses):
         cfg = SynthConfig(backend="openai", endpoint=endpoint, max_retries=0, busy_wait_s=60, concurrency=1)
         backend = make_backend(cfg, "any-model", seed=0)
-        rows = [with_paths(r, found=True) for r in arc_rows(data_root, 1)]
         [row] = write_rationales(rows, backend, ki=True, no_path="fallback", max_paths=4, generator={})
         backend.close()
-    assert row["status"] == "ok" and row["rationale"] == "A rationale." and row["retries"] == 12
+    assert row["status"] == "ok" and row["rationale"] == rationale and row["retries"] == 12
     assert statuses == [503] * 12 + [200]
 
 
