@@ -102,9 +102,12 @@ def run_precheck(cfg: Any, rows: int = ROWS, steps: int = STEPS, variant: str | 
         runs[arm] = Path(run_train_stage(arm_cfg, "ka", dirs[METHODS[arm].source], pcfg.stage_dir("train") / arm,
                                          row_ids))
     tokens = {arm: pq.read_table(runs[arm] / TOKENS).sort_by("id").to_pylist() for arm in arms}
-    jobs = {f"{arm}/before": (base, tokens[arm]) for arm in arms}
+    # The base model's views once per distinct token set: arms on the same rationales share their rows.
+    before_of = {arm: next(a for a in arms if tokens[a] == tokens[arm]) for arm in arms}
+    jobs = {f"{arm}/before": (base, tokens[arm]) for arm in set(before_of.values())}
     jobs |= {f"{arm}/after": (str(runs[arm] / "final"), tokens[arm]) for arm in arms}
     views = answer_views_remote(jobs)
+    views |= {f"{arm}/before": views[f"{first}/before"] for arm, first in before_of.items()}
     record: dict[str, Any] = {
         "variant": name, "model": pcfg.model.name_or_path, "rows": len(row_ids), "rows_asked": rows, "steps": steps,
         "candidates": candidates.num_rows, "shared_rows": derivation, "workdir": str(pcfg.stage_dir("train").parent),
